@@ -1,0 +1,42 @@
+"""KV cache events published by engines and consumed by the router's indexer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class BlockStored:
+    """New full blocks entered the prefix cache, chained after parent_block_hash."""
+
+    block_hashes: list[int]
+    parent_block_hash: int | None
+    token_ids: list[int] = field(default_factory=list)
+    block_size: int = 0
+    lora_name: str | None = None
+
+
+@dataclass(slots=True)
+class BlockRemoved:
+    """Blocks were evicted from the prefix cache."""
+
+    block_hashes: list[int]
+
+
+@dataclass(slots=True)
+class AllBlocksCleared:
+    """The instance dropped its whole prefix cache."""
+
+
+KvEvent = BlockStored | BlockRemoved | AllBlocksCleared
+
+
+@dataclass(slots=True)
+class KvEventBatch:
+    """Events of one engine step for one (worker_id, dp_rank), with a monotonic event id."""
+
+    worker_id: int
+    dp_rank: int
+    event_id: int
+    events: list[KvEvent]
+    timestamp: float = 0.0
