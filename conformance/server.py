@@ -1,0 +1,73 @@
+"""Start a real `dynamo-mono serve` subprocess on an ephemeral port and wait until it is ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServerProcess:
+    """A running server: its base URL, process and captured log."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    log_path: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0) -> ServerProcess:
+    """`dynamo-mono serve ARGS --port 0`, returning once /ready answers 200 (or raising with the log)."""
+    tmp = tempfile.mkdtemp(prefix="dynamo-mono-")
+    ready_file = os.path.join(tmp, "ready")
+    log_path = os.path.join(tmp, "server.log")
+    cmd = [sys.executable, "-m", "dynamo_mono.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+           "--ready-file", ready_file, *args]
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{open(log_path).read()}")
+        if os.path.exists(ready_file):
+            host, port = open(ready_file).read().strip().rsplit(":", 1)
+            server = ServerProcess(proc, host, int(port), log_path, args)
+            if _ready(server.url):
+                return server
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"server not ready after {timeout}s:\n{open(log_path).read()}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/ready", timeout=2) as r:
+            return r.status == 200
+    except Exception:
+        return False

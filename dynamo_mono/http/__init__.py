@@ -1,0 +1,1 @@
+"""The aiohttp application: middlewares, OpenAI / system routes, SSE."""

@@ -1,0 +1,27 @@
+"""Builds the aiohttp application: middlewares, core routes, plugin routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dynamo_mono.http import openai_routes, system_routes
+from dynamo_mono.http.middleware import draining, errors, make_auth, make_cors, request_ids
+from dynamo_mono.http.state import STATE, ServerState
+
+
+def create_app(state: ServerState) -> web.Application:
+    """The application for a prepared ServerState (models already loaded)."""
+    s = state.settings
+    app = web.Application(
+        client_max_size=s.max_body_size,
+        middlewares=[request_ids, errors, make_cors(s.cors_origins), make_auth(s.api_key), draining],
+    )
+    app[STATE] = state
+    system_routes.add_routes(app)
+    openai_routes.add_routes(app)
+    if s.anthropic_api:
+        from dynamo_mono.http import anthropic_routes
+
+        anthropic_routes.add_routes(app)
+    state.plugins.add_routes(app)
+    return app

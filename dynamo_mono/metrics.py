@@ -1,0 +1,64 @@
+"""Prometheus metrics of the frontend, with Dynamo's metric names (`dynamo_frontend_*`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LAT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOK = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+P = "dynamo_frontend_"
+
+
+class FrontendMetrics:
+    """All frontend metric families on one registry (one registry per server, so tests stay isolated)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.requests_total = Counter(P + "requests_total", "Requests handled",
+                                      ["model", "endpoint", "request_type", "status", "error_type"], registry=r)
+        self.requests_started = Counter(P + "requests_started_total", "Requests started",
+                                        ["model", "endpoint"], registry=r)
+        self.inflight = Gauge(P + "inflight_requests", "Requests in flight", ["model"], registry=r)
+        self.queued = Gauge(P + "queued_requests", "Requests waiting for an instance", ["model"], registry=r)
+        self.disconnected = Counter(P + "disconnected_clients", "Clients that went away before the end",
+                                    ["model"], registry=r)
+        self.ttft = Histogram(P + "time_to_first_token_seconds", "Time to first token", ["model"],
+                              buckets=_LAT, registry=r)
+        self.itl = Histogram(P + "inter_token_latency_seconds", "Mean inter-token latency per request", ["model"],
+                             buckets=_LAT, registry=r)
+        self.duration = Histogram(P + "request_duration_seconds", "Request duration", ["model"],
+                                  buckets=_LAT, registry=r)
+        self.isl = Histogram(P + "input_sequence_tokens", "Prompt tokens per request", ["model"],
+                             buckets=_TOK, registry=r)
+        self.osl = Histogram(P + "output_sequence_tokens", "Output tokens per request", ["model"],
+                             buckets=_TOK, registry=r)
+        self.output_tokens = Counter(P + "output_tokens_total", "Output tokens", ["model"], registry=r)
+        self.cached_tokens = Histogram(P + "cached_tokens", "Prompt tokens served from prefix cache", ["model"],
+                                       buckets=_TOK, registry=r)
+        self.tokenize = Histogram(P + "tokenize_seconds", "Tokenization time", ["model"], buckets=_LAT, registry=r)
+        self.template = Histogram(P + "template_seconds", "Chat template time", ["model"], buckets=_LAT, registry=r)
+        self.failures = Counter(P + "failures_total", "Requests that ended in an engine or server error",
+                                ["model", "reason"], registry=r)
+        self.migrations = Counter(P + "migrations_total", "Requests re-dispatched after an instance failure",
+                                  ["model"], registry=r)
+        self.priority = Histogram(P + "request_priority", "Priority of admitted requests (lower = more urgent)",
+                                  ["model"], buckets=(-100, -10, -1, 0, 1, 10, 100), registry=r)
+        # model gauges
+        g = lambda name, doc: Gauge(P + "model_" + name, doc, ["model"], registry=r)  # noqa: E731
+        self.model_context_length = g("context_length", "Context length of the model")
+        self.model_block_size = g("kv_cache_block_size", "KV cache block size")
+        self.model_total_kv_blocks = g("total_kv_blocks", "KV blocks over all instances")
+        self.model_max_num_seqs = g("max_num_seqs", "Max concurrent sequences per instance")
+        self.model_max_num_batched_tokens = g("max_num_batched_tokens", "Max batched tokens per step")
+        self.model_migration_limit = g("migration_limit", "Migration limit")
+        self.model_ready = g("ready", "1 when the model has a ready instance")
+        self.model_instances = g("instances", "Ready engine instances (instance x dp rank)")
+        # per-instance engine load (the mocker and any engine reporting load_metrics)
+        lbl = ["model", "worker_id", "dp_rank"]
+        self.engine_running = Gauge("dynamo_engine_running_requests", "Requests running", lbl, registry=r)
+        self.engine_waiting = Gauge("dynamo_engine_waiting_requests", "Requests waiting", lbl, registry=r)
+        self.engine_kv_usage = Gauge("dynamo_engine_kv_usage_ratio", "Active KV blocks / total", lbl, registry=r)
+        self.engine_kv_active = Gauge("dynamo_engine_kv_active_blocks", "Active KV blocks", lbl, registry=r)
+        self.engine_hit_rate = Gauge("dynamo_engine_prefix_cache_hit_rate", "Prefix cache hit rate", lbl,
+                                     registry=r)
+        self.engine_preemptions = Gauge("dynamo_engine_preemptions", "Preemptions so far", lbl, registry=r)

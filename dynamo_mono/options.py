@@ -1,0 +1,62 @@
+"""Core option definitions (HTTP server, model, parsers, request limits and lifecycle)."""
+
+from __future__ import annotations
+
+from dynamo_mono.config import Option
+
+MiB = 1024 * 1024
+
+SERVER_OPTIONS = [
+    Option("host", str, "127.0.0.1", "Address the HTTP server binds to.", group="http server", aliases=("--http-host",)),
+    Option("port", int, 8000, "TCP port of the HTTP server (0 = pick a free port).", group="http server",
+           min=0, max=65535, aliases=("--http-port",)),
+    Option("max_body_size", int, 32 * MiB, "Largest accepted request body in bytes (413 above).",
+           group="http server", min=1024),
+    Option("api_key", str, None, "If set, /v1/* requires `Authorization: Bearer KEY` (or `x-api-key`).",
+           group="http server"),
+    Option("cors_origins", str, None, "Comma-separated allowed CORS origins ('*' for any); unset = CORS off.",
+           group="http server"),
+    Option("anthropic_api", bool, True, "Serve the Anthropic Messages API (/v1/messages).", group="http server",
+           aliases=("--enable-anthropic-api",)),
+    Option("log_level", str, "info", "Log level.", group="http server",
+           choices=("debug", "info", "warning", "error")),
+    Option("ready_file", str, None, "Write 'host:port' to this file once the server is ready (for scripts).",
+           group="http server"),
+]
+
+MODEL_OPTIONS = [
+    Option("engine", str, "mocker", "Engine plugin serving the model (see `dynamo-mono plugins`).", group="model"),
+    Option("model", str, None, "Hugging Face model directory (tokenizer.json, tokenizer_config.json, config.json); "
+           "unset = the embedded tiny ChatML tokenizer.", group="model", aliases=("--model-path",)),
+    Option("served_model_name", str, None, "Model name clients use (default: the directory name).", group="model",
+           aliases=("--model-name",)),
+    Option("max_model_len", int, None, "Context length in tokens (default: from config.json).", group="model", min=16),
+    Option("chat_template", str, None, "Path of a Jinja chat template replacing the model's.", group="model",
+           aliases=("--custom-jinja-template",)),
+    Option("num_instances", int, 1, "Engine instances started in this process (0 = only remote workers).",
+           group="model", min=0, max=1024),
+    Option("reasoning_parser", str, None, "Reasoning parser for the model's output (see `dynamo-mono plugins`).",
+           group="parsers", aliases=("--dyn-reasoning-parser",)),
+    Option("tool_call_parser", str, None, "Tool-call parser for the model's output (see `dynamo-mono plugins`).",
+           group="parsers", aliases=("--dyn-tool-call-parser",)),
+]
+
+LIMIT_OPTIONS = [
+    Option("max_messages", int, 4096, "Most messages in one chat request.", group="request limits", min=1),
+    Option("max_n", int, 16, "Largest accepted `n` (choices per request).", group="request limits", min=1),
+    Option("max_stop_sequences", int, 16, "Most stop strings per request.", group="request limits", min=0),
+    Option("max_top_logprobs", int, 20, "Largest accepted top_logprobs / logprobs.", group="request limits", min=0),
+    Option("max_tokens_limit", int, None, "Upper bound on max_tokens (default: the context length).",
+           group="request limits", min=1),
+]
+
+LIFECYCLE_OPTIONS = [
+    Option("migration_limit", int, 0, "Times a request that fails mid-stream is re-dispatched to another instance.",
+           group="lifecycle", min=0, max=100),
+    Option("request_timeout", float, None, "Seconds after which a request is ended with an error (unset = none).",
+           group="lifecycle", min=0, min_exclusive=True),
+    Option("shutdown_timeout", float, 30.0, "Seconds to drain in-flight requests on SIGTERM.", group="lifecycle",
+           min=0),
+]
+
+CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS]

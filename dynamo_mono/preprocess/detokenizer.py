@@ -1,0 +1,90 @@
+"""Incremental detokenization: token ids in, newly completed text out, never half a UTF-8 character."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from dynamo_mono.preprocess.tokenizer import Tokenizer
+
+try:  # tokenizers >= 0.21
+    from tokenizers.decoders import DecodeStream as _DecodeStream
+except ImportError:  # pragma: no cover - depends on the installed tokenizers
+    _DecodeStream = None
+
+# Tokens of context kept before the unread ones, so decoders that strip a leading space at the start of a
+# sequence (SentencePiece / Metaspace) still produce the space mid-stream (vLLM uses the same window).
+_CONTEXT = 5
+_REPLACEMENT = "\ufffd"
+
+
+class IncrementalDetokenizer:
+    """Streaming decode of one sequence. `add` returns only text that later tokens cannot change."""
+
+    __slots__ = ("_tok", "_hf", "_skip", "_ids", "_prefix", "_read", "_stream")
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        skip_special_tokens: bool = True,
+        prompt_tail: Sequence[int] = (),
+        use_decode_stream: bool | None = None,
+    ) -> None:
+        self._tok = tokenizer
+        self._hf = tokenizer.hf
+        self._skip = skip_special_tokens
+        tail = list(prompt_tail)[-_CONTEXT:]
+        self._ids: list[int] = tail  # prompt tail + every generated id
+        self._prefix = 0  # window start (fallback path)
+        self._read = len(tail)  # ids before this index have been emitted as text
+        if use_decode_stream is None:
+            use_decode_stream = _DecodeStream is not None
+        self._stream = _DecodeStream(ids=tail, skip_special_tokens=skip_special_tokens) if use_decode_stream else None
+
+    def add(self, token_ids: Sequence[int]) -> str:
+        """Append generated ids; return the text they complete (possibly "")."""
+        n = len(token_ids)
+        if n == 0:
+            return ""
+        ids = self._ids
+        ids.extend(token_ids)
+        stream = self._stream
+        if stream is not None:
+            try:
+                text = stream.step(self._hf, token_ids[0] if n == 1 else list(token_ids))
+            except Exception:
+                # DecodeStream refuses windows whose text is not an extension of its prefix; the offset
+                # window below handles those, continuing from what has been emitted so far.
+                self._stream = None
+                self._prefix = max(0, self._read - _CONTEXT)
+                return self._window_step()
+            if text is None:
+                return ""
+            self._read = len(ids)
+            return text
+        return self._window_step()
+
+    def _window_step(self) -> str:
+        ids = self._ids
+        decode = self._hf.decode
+        prefix_text = decode(ids[self._prefix : self._read], skip_special_tokens=self._skip)
+        new_text = decode(ids[self._prefix :], skip_special_tokens=self._skip)
+        if len(new_text) > len(prefix_text) and not new_text.endswith(_REPLACEMENT):
+            self._prefix = self._read
+            self._read = len(ids)
+            return new_text[len(prefix_text) :]
+        return ""
+
+    def flush(self) -> str:
+        """Text of ids still held back at the end of the stream (an invalid byte sequence becomes U+FFFD)."""
+        ids = self._ids
+        if self._read >= len(ids):
+            return ""
+        start = max(0, self._read - _CONTEXT) if self._stream is not None else self._prefix
+        decode = self._hf.decode
+        prefix_text = decode(ids[start : self._read], skip_special_tokens=self._skip)
+        new_text = decode(ids[start:], skip_special_tokens=self._skip)
+        self._read = len(ids)
+        self._prefix = start
+        self._stream = None
+        return new_text[len(prefix_text) :]

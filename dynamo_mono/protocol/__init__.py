@@ -1,0 +1,1 @@
+"""API wire models (validated once per request) and error envelopes."""

@@ -1,0 +1,76 @@
+"""KV-aware instance choice: cost = prefill work weighted against decode load, in units of KV blocks.
+
+    cost(i) = overlap_weight * (active_prefill_tokens(i) + prompt_tokens - overlap_blocks(i) * block_size)
+                             / block_size
+              + active_decode_blocks(i)
+
+The prefill term is what instance i would still have to prefill (its queue plus this prompt minus
+the cached prefix), the decode term what it is already holding; both are counted in blocks so the
+weight is unit-free. The request's own blocks are the same on every instance and are left out.
+With temperature 0 the cheapest instance wins (ties broken at random); otherwise an instance is
+sampled with probability ~ exp(-(cost - min_cost) / (max_cost - min_cost) / temperature), i.e.
+costs are normalised to [0, 1] first, so the temperature means the same at any load level.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+from dynamo_mono.engine import InstanceKey
+from dynamo_mono.router.load import InstanceLoad
+
+
+class KvSelector:
+    """Chooses among candidate instances by cost (see module docstring)."""
+
+    def __init__(self, block_size: int, overlap_weight: float = 1.0, temperature: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        self.block_size = block_size
+        self.overlap_weight = overlap_weight
+        self.temperature = temperature
+        self.rng = rng or random.Random()
+
+    def costs(self, candidates: Sequence[InstanceKey], loads: Sequence[InstanceLoad],
+              overlaps: dict[InstanceKey, int], num_tokens: int,
+              pos: dict[InstanceKey, int] | None = None) -> list[float]:
+        """Cost of each candidate, in blocks; loads[i] is candidates[i]'s load, pos maps key -> index."""
+        bs = self.block_size
+        w = self.overlap_weight / bs
+        c0 = w * num_tokens
+        costs = [w * ld.prefill_tokens + ld.decode_blocks + c0 for ld in loads]
+        if overlaps:
+            if pos is None:
+                pos = {k: i for i, k in enumerate(candidates)}
+            cap = num_tokens // bs  # a cached prefix never saves more than the prompt
+            credit = w * bs
+            for key, blocks in overlaps.items():
+                i = pos.get(key)
+                if i is not None:
+                    costs[i] -= credit * (blocks if blocks < cap else cap)
+        return costs
+
+    def pick(self, candidates: Sequence[InstanceKey], loads: Sequence[InstanceLoad],
+             overlaps: dict[InstanceKey, int], num_tokens: int,
+             pos: dict[InstanceKey, int] | None = None) -> InstanceKey:
+        """The chosen candidate (candidates must be non-empty)."""
+        if len(candidates) == 1:
+            return candidates[0]
+        costs = self.costs(candidates, loads, overlaps, num_tokens, pos)
+        lo = min(costs)
+        if self.temperature <= 0.0:
+            if costs.count(lo) == 1:
+                return candidates[costs.index(lo)]
+            return self.rng.choice([k for k, c in zip(candidates, costs) if c == lo])
+        span = max(costs) - lo
+        if span <= 0.0:
+            return self.rng.choice(candidates)
+        scale = 1.0 / (span * self.temperature)
+        weights = [math.exp((lo - c) * scale) for c in costs]
+        r = self.rng.random() * sum(weights)
+        for key, wt in zip(candidates, weights):
+            r -= wt
+            if r < 0.0:
+                return key
+        return candidates[-1]

@@ -1,0 +1,106 @@
+"""Per-choice postprocessing: engine token deltas → text, stop strings, reasoning / tool-call deltas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo_mono.engine import EngineOutput
+from dynamo_mono.preprocess.detokenizer import IncrementalDetokenizer
+from dynamo_mono.preprocess.stop_strings import StopMatcher
+
+
+@dataclass(slots=True)
+class Step:
+    """What one engine step adds to one choice, ready for the API layer to serialize."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[Any] = field(default_factory=list)  # parsers.base.ToolCallDelta
+    logprobs: list[tuple[str, float, list[tuple[str, float]], int]] | None = None  # (token, lp, top, id)
+    finish_reason: str | None = None
+    num_tokens: int = 0
+
+
+class ChoiceState:
+    """Turns one choice's EngineOutputs into Steps; holds its counters for usage and metrics."""
+
+    __slots__ = ("index", "tokenizer", "detok", "stops", "parser", "want_logprobs", "completion_tokens",
+                 "cached_tokens", "finish_reason", "stop_reason", "saw_tool_call", "done", "_tok_cache",
+                 "include_stop")
+
+    def __init__(self, index: int, tokenizer: Any, *, stops: list[str], skip_special_tokens: bool = True,
+                 parser: Any = None, want_logprobs: bool = False, include_stop: bool = False) -> None:
+        self.index = index
+        self.tokenizer = tokenizer
+        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+        self.stops = StopMatcher(stops) if stops else None
+        self.include_stop = include_stop
+        self.parser = parser
+        self.want_logprobs = want_logprobs
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None  # the stop string or stop token that ended it
+        self.saw_tool_call = False
+        self.done = False
+        self._tok_cache: dict[int, str] = {}
+
+    def on_output(self, out: EngineOutput) -> Step:
+        """Consume one engine output. A Step with finish_reason set is the choice's last."""
+        if out.cached_tokens is not None:
+            self.cached_tokens = out.cached_tokens
+        step = Step(self.index, num_tokens=len(out.token_ids))
+        self.completion_tokens += len(out.token_ids)
+        text = self.detok.add(out.token_ids) if out.token_ids else ""
+        finish = out.finish_reason
+        if finish is not None:
+            text += self.detok.flush()
+        if self.stops is not None and text:
+            text, matched = self.stops.feed(text)
+            if matched is not None:
+                if self.include_stop:
+                    text += matched
+                finish = "stop"
+                self.stop_reason = matched
+        if finish is not None and self.stops is not None and self.stop_reason is None:
+            text += self.stops.flush()
+        if finish == "stop" and self.stop_reason is None and out.stop_token_id is not None:
+            self.stop_reason = out.stop_token_id
+        if self.want_logprobs and out.logprobs:
+            step.logprobs = [(self._token_str(lp.token_id), lp.logprob,
+                              [(self._token_str(t), l) for t, l in lp.top], lp.token_id) for lp in out.logprobs]
+        self._route_text(step, text, finish is not None)
+        if finish is not None:
+            if finish == "stop" and self.saw_tool_call:
+                finish = "tool_calls"
+            self.finish_reason = step.finish_reason = finish
+            self.done = True
+        return step
+
+    def _route_text(self, step: Step, text: str, final: bool) -> None:
+        parser = self.parser
+        if parser is None:
+            step.content = text
+            return
+        d = parser.feed(text) if text else None
+        if final:
+            tail = parser.finish()
+            if d is None:
+                d = tail
+            else:
+                d.reasoning += tail.reasoning
+                d.content += tail.content
+                d.tool_calls.extend(tail.tool_calls)
+        if d is not None:
+            step.content, step.reasoning, step.tool_calls = d.content, d.reasoning, d.tool_calls
+            if d.tool_calls:
+                self.saw_tool_call = True
+
+    def _token_str(self, token_id: int) -> str:
+        s = self._tok_cache.get(token_id)
+        if s is None:
+            s = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._tok_cache[token_id] = s
+        return s

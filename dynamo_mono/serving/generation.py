@@ -1,0 +1,114 @@
+"""Runs the choices of one request against the pool and yields their Steps as engine steps arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+from typing import AsyncIterator
+
+from dynamo_mono.engine import EngineRequest
+from dynamo_mono.serving.choice import ChoiceState, Step
+from dynamo_mono.serving.pool import InstancePool
+
+_DONE = object()
+
+
+class Generation:
+    """One API request's generation: n choices (and, for completions, several prompts) in parallel."""
+
+    def __init__(self, pool: InstancePool, requests: list[EngineRequest], states: list[ChoiceState],
+                 prompt_tokens: int, *, metrics=None, model: str = "") -> None:
+        self.pool = pool
+        self.requests = requests
+        self.states = states
+        self.prompt_tokens = prompt_tokens
+        self.metrics = metrics
+        self.model = model
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.states)
+
+    @property
+    def cached_tokens(self) -> int:
+        # each distinct prompt's cache hit, counted once (choices of one prompt share it)
+        return max((s.cached_tokens for s in self.states), default=0) if len(self.states) else 0
+
+    def usage(self) -> dict:
+        c = self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": c,
+            "total_tokens": self.prompt_tokens + c,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    async def steps(self) -> AsyncIterator[Step]:
+        """Yield Steps until every choice has finished (a Step with finish_reason is each choice's last)."""
+        if len(self.requests) == 1:
+            async for step in self._one(self.requests[0], self.states[0]):
+                yield step
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(req: EngineRequest, state: ChoiceState) -> None:
+            try:
+                async for step in self._one(req, state):
+                    queue.put_nowait(step)
+            except BaseException as exc:  # forwarded to the consumer, which re-raises it
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(_DONE)
+
+        tasks = [asyncio.create_task(pump(r, s)) for r, s in zip(self.requests, self.states)]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                item = await queue.get()
+                if item is _DONE:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _one(self, req: EngineRequest, state: ChoiceState) -> AsyncIterator[Step]:
+        async with aclosing(self.pool.generate(req)) as outputs:
+            async for out in outputs:
+                if out.token_ids:
+                    now = time.perf_counter()
+                    if self.first_token_at is None:
+                        self.first_token_at = now
+                    self.last_token_at = now
+                step = state.on_output(out)
+                yield step
+                if state.done:
+                    return
+
+    def observe(self) -> None:
+        """Record per-request latency and size metrics once, at the end."""
+        m = self.metrics
+        if m is None:
+            return
+        name = self.model
+        now = time.perf_counter()
+        m.duration.labels(name).observe(now - self.started)
+        m.isl.labels(name).observe(self.prompt_tokens)
+        out = self.completion_tokens
+        m.osl.labels(name).observe(out)
+        m.output_tokens.labels(name).inc(out)
+        m.cached_tokens.labels(name).observe(self.cached_tokens)
+        if self.first_token_at is not None:
+            m.ttft.labels(name).observe(self.first_token_at - self.started)
+            per_choice = out / max(1, len(self.states))
+            if per_choice > 1 and self.last_token_at is not None:
+                m.itl.labels(name).observe((self.last_token_at - self.first_token_at) / (per_choice - 1))

@@ -1,0 +1,104 @@
+"""A served model: tokenizer and template, its instance pool, parsers, and prompt preparation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.preprocess.chat_template import TemplateError
+from dynamo_mono.preprocess.model_dir import ModelInfo
+from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.params import GenParams
+from dynamo_mono.serving.pool import InstancePool
+
+# Prompts longer than this (in characters) are tokenized on a worker thread: HF tokenizers release the GIL.
+OFFLOAD_CHARS = 4096
+
+
+@dataclass(slots=True)
+class Prompt:
+    """A tokenized prompt and what the router and usage need from it."""
+
+    token_ids: list[int]
+    block_hashes: list[int]
+    text: str | None = None
+
+
+@dataclass
+class ServedModel:
+    """Everything the API layer needs to serve one model name."""
+
+    name: str
+    info: ModelInfo
+    pool: InstancePool
+    reasoning_parser: str | None = None
+    tool_call_parser: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.info.tokenizer
+
+    @property
+    def block_size(self) -> int:
+        card = self.pool.card()
+        return card.block_size if card is not None else 16
+
+    @property
+    def max_model_len(self) -> int:
+        card = self.pool.card()
+        return card.max_model_len if card is not None else self.info.max_model_len
+
+    # --- preparation ------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict], *, tools: list[dict] | None, add_generation_prompt: bool,
+                    continue_final_message: bool = False, template_kwargs: dict | None = None) -> str:
+        template = self.info.chat_template
+        if template is None:
+            raise ApiError(400, f"model '{self.name}' has no chat template; use /v1/completions "
+                           "or start the server with --chat-template")
+        kwargs = dict(template_kwargs or {})
+        for reserved in ("messages", "tools", "add_generation_prompt"):
+            kwargs.pop(reserved, None)
+        try:
+            text = template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt and
+                                   not continue_final_message, **kwargs)
+        except TemplateError as exc:
+            raise ApiError(400, f"chat template error: {exc}") from None
+        if continue_final_message and messages and messages[-1].get("role") == "assistant":
+            last = messages[-1].get("content")
+            if isinstance(last, str) and last:
+                idx = text.rfind(last)
+                if idx >= 0:
+                    text = text[: idx + len(last)]
+        return text
+
+    async def tokenize(self, text: str) -> list[int]:
+        tok = self.info.tokenizer
+        if len(text) > OFFLOAD_CHARS:
+            return await asyncio.get_running_loop().run_in_executor(None, tok.encode, text)
+        return tok.encode(text)
+
+    def make_prompt(self, token_ids: list[int], text: str | None = None) -> Prompt:
+        return Prompt(token_ids, block_hashes(token_ids, self.block_size), text)
+
+    def resolve_max_tokens(self, prompt_len: int, p: GenParams, cap: int | None) -> int:
+        """max_tokens after the context check: 400 with both numbers when the request cannot fit."""
+        ctx = self.max_model_len
+        if prompt_len >= ctx:
+            raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, your prompt "
+                           f"has {prompt_len} tokens, leaving no room for output.", param="messages",
+                           code="context_length_exceeded")
+        if p.max_tokens is None:
+            mt = ctx - prompt_len
+            return min(mt, cap) if cap is not None else mt
+        if cap is not None and p.max_tokens > cap:
+            raise ApiError(400, f"max_tokens={p.max_tokens} exceeds the server limit of {cap}", param="max_tokens")
+        if prompt_len + p.max_tokens > ctx:
+            raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, you requested "
+                           f"{prompt_len + p.max_tokens} tokens ({prompt_len} in the prompt, {p.max_tokens} "
+                           f"for the completion). Please reduce the prompt or max_tokens.",
+                           param="max_tokens", code="context_length_exceeded")
+        return p.max_tokens

@@ -1,0 +1,201 @@
+"""Engine instances of one model: routing, dispatch, queueing when busy, and migration on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator
+
+from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.engine import Engine, EngineError, EngineOutput, EngineRequest, InstanceKey, ModelCard
+from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.router.router import NoInstance, Router
+
+log = logging.getLogger("dynamo_mono.pool")
+
+
+@dataclass
+class Instance:
+    """One engine instance (local or remote) and its health bookkeeping."""
+
+    worker_id: int
+    engine: Engine
+    card: ModelCard
+    local: bool = True
+    consecutive_failures: int = 0
+    disabled_until: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def keys(self) -> list[InstanceKey]:
+        return [(self.worker_id, r) for r in range(self.card.dp_size)]
+
+    def usable(self, now: float) -> bool:
+        return now >= self.disabled_until and self.engine.healthy()
+
+
+class InstancePool:
+    """Routes requests of one model over its instances and streams the chosen engine's outputs."""
+
+    # An instance failing this many requests in a row is taken out of routing for a while.
+    FAILURE_THRESHOLD = 3
+    FAILURE_COOLDOWN_S = 2.0
+
+    def __init__(self, model: str, router: Router, *, migration_limit: int = 0,
+                 queue_timeout: float | None = None, metrics=None) -> None:
+        self.model = model
+        self.router = router
+        self.migration_limit = migration_limit
+        self.queue_timeout = queue_timeout
+        self.metrics = metrics
+        self.instances: dict[int, Instance] = {}
+        self.queued = 0
+
+    # --- membership ------------------------------------------------------------------------
+    def add(self, instance: Instance) -> None:
+        self.instances[instance.worker_id] = instance
+        instance.engine.set_kv_event_sink(self.router.on_kv_events)
+        snapshot = instance.engine.kv_snapshot() if instance.card.kv_events else None
+        for key in instance.keys():
+            own = [b for b in snapshot if b.dp_rank == key[1]] if snapshot else None
+            self.router.add_instance(key, own, total_blocks=instance.card.total_kv_blocks)
+
+    def remove(self, worker_id: int) -> Instance | None:
+        inst = self.instances.pop(worker_id, None)
+        if inst is not None:
+            inst.engine.set_kv_event_sink(None)
+            for key in inst.keys():
+                self.router.remove_instance(key)
+        return inst
+
+    def ready_instances(self) -> list[Instance]:
+        now = time.monotonic()
+        return [i for i in self.instances.values() if i.usable(now)]
+
+    def card(self) -> ModelCard | None:
+        for inst in self.instances.values():
+            return inst.card
+        return None
+
+    # --- dispatch --------------------------------------------------------------------------
+    def _allowed(self, req: EngineRequest) -> tuple[InstanceKey | None, list[InstanceKey]]:
+        now = time.monotonic()
+        if req.worker_id is not None:
+            inst = self.instances.get(req.worker_id)
+            if inst is None:
+                raise ApiError(400, f"unknown backend_instance_id {req.worker_id}; known: "
+                               f"{sorted(self.instances)}", param="nvext.backend_instance_id")
+            if req.dp_rank is not None and req.dp_rank >= inst.card.dp_size:
+                raise ApiError(400, f"dp_rank {req.dp_rank} out of range for instance {req.worker_id} "
+                               f"(dp size {inst.card.dp_size})", param="nvext.dp_rank")
+            keys = [(inst.worker_id, req.dp_rank)] if req.dp_rank is not None else inst.keys()
+            return (keys[0] if len(keys) == 1 else None), keys
+        keys = [k for i in self.instances.values() if i.usable(now) for k in i.keys()]
+        if req.dp_rank is not None:
+            keys = [k for k in keys if k[1] == req.dp_rank]
+            if not keys:
+                raise ApiError(400, f"no instance has dp_rank {req.dp_rank}", param="nvext.dp_rank")
+        return None, keys
+
+    async def _select(self, req: EngineRequest):
+        deadline = None if self.queue_timeout is None else time.monotonic() + self.queue_timeout
+        queued = False
+        try:
+            while True:
+                pinned, allowed = self._allowed(req)
+                if not allowed:
+                    raise ApiError(503, f"no ready instance of model '{self.model}'",
+                                   headers={"Retry-After": "1"}, code="no_instance")
+                try:
+                    sel = self.router.select(req.request_id, req.block_hashes or [], len(req.token_ids),
+                                             pinned=pinned, allowed=allowed)
+                except NoInstance as exc:
+                    raise ApiError(503, str(exc), headers={"Retry-After": "1"}, code="no_instance") from None
+                if sel is not None:
+                    return sel
+                if not queued:
+                    queued = True
+                    self._queue_delta(1)
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if timeout == 0.0:
+                    raise ApiError(429, "all instances are busy; try again later",
+                                   headers={"Retry-After": "1"}, code="queue_timeout")
+                try:
+                    await asyncio.wait_for(self.router.wait_for_capacity(), timeout=min(timeout or 1.0, 1.0))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if queued:
+                self._queue_delta(-1)
+
+    def _queue_delta(self, d: int) -> None:
+        self.queued += d
+        if self.metrics is not None:
+            self.metrics.queued.labels(self.model).inc(d)
+
+    async def generate(self, req: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Stream outputs, re-dispatching (prompt + tokens so far) on failure up to migration_limit."""
+        attempts = 0
+        generated: list[int] = []
+        original = req
+        while True:
+            sel = await self._select(req)
+            inst = self.instances.get(sel.key[0])
+            if inst is None:  # removed between select and dispatch
+                self.router.on_finish(req.request_id)
+                continue
+            req.dp_rank = sel.key[1] if original.dp_rank is None else original.dp_rank
+            self.router.on_dispatch(req.request_id, sel, len(req.token_ids))
+            first = True
+            error: str | None = None
+            try:
+                async for out in inst.engine.generate(req):
+                    if out.finish_reason == "error":
+                        error = out.error or "engine error"
+                        break
+                    if first and out.token_ids:
+                        first = False
+                        self.router.on_first_token(req.request_id)
+                    if out.token_ids:
+                        generated.extend(out.token_ids)
+                    yield out
+                    if out.finish_reason is not None:
+                        inst.consecutive_failures = 0
+                        return
+                if error is None:
+                    error = "engine stream ended without a finish reason"
+            except EngineError as exc:
+                error = str(exc)
+            finally:
+                self.router.on_finish(req.request_id)
+            self._record_failure(inst)
+            if attempts >= self.migration_limit:
+                raise EngineError(f"instance {inst.worker_id} failed: {error}")
+            attempts += 1
+            if self.metrics is not None:
+                self.metrics.migrations.labels(self.model).inc()
+            log.warning("request %s: instance %s failed (%s); migrating (%d/%d)",
+                        req.request_id, inst.worker_id, error, attempts, self.migration_limit)
+            req = self._migrated(original, generated)
+            card = inst.card
+            req.block_hashes = block_hashes(req.token_ids, card.block_size)
+
+    @staticmethod
+    def _migrated(original: EngineRequest, generated: list[int]) -> EngineRequest:
+        k = len(generated)
+        stop = replace(original.stop, max_tokens=max(1, original.stop.max_tokens - k),
+                       min_tokens=max(0, original.stop.min_tokens - k))
+        extra = dict(original.extra)
+        extra["migrated_output_tokens"] = k
+        # A pin cannot survive the failure of the pinned instance: the retry goes wherever the router says.
+        return replace(original, token_ids=original.token_ids + generated, stop=stop, extra=extra,
+                       block_hashes=None, worker_id=None)
+
+    def _record_failure(self, inst: Instance) -> None:
+        inst.consecutive_failures += 1
+        if inst.consecutive_failures >= self.FAILURE_THRESHOLD:
+            inst.disabled_until = time.monotonic() + self.FAILURE_COOLDOWN_S
+            inst.consecutive_failures = 0
+            log.warning("instance %s of %s taken out of routing for %.1fs after repeated failures",
+                        inst.worker_id, self.model, self.FAILURE_COOLDOWN_S)

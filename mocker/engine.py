@@ -1,0 +1,404 @@
+"""MockerEngine: the Engine protocol over N simulated dp ranks (scheduler + KV pool + step loop each)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from dynamo_mono.config import ConfigError
+from dynamo_mono.engine import (
+    EngineArgs,
+    EngineOutput,
+    EngineRequest,
+    KvEventSink,
+    LoadMetrics,
+    ModelCard,
+    TokenLogprob,
+)
+from dynamo_mono.kv_events import KvEventBatch
+from mocker.faults import InstanceFaults, parse_annotations, parse_instances
+from mocker.kv_manager import KvManager
+from mocker.options import MOCKER_OPTIONS
+from mocker.outputs import (
+    OutputMode,
+    TokenSource,
+    build_text,
+    eos_length,
+    logprobs_for,
+    parse_output_mode,
+    request_seed,
+)
+from mocker.perf_model import PerfModel, load_profile
+from mocker.scheduler import Scheduler, StepPlan
+from mocker.sequence import FINISHED, Sequence
+
+log = logging.getLogger("dynamo_mono.mocker")
+
+_DEFAULTS = {o.name: o.default for o in MOCKER_OPTIONS}
+
+
+def validate_options(opts: dict[str, Any], max_model_len: int) -> None:
+    """Cross-field checks the per-option bounds cannot express; ConfigError with one line."""
+    bs = opts["block_size"]
+    budget = opts["max_num_batched_tokens"]
+    if not opts["enable_chunked_prefill"]:
+        if budget < bs:
+            raise ConfigError(f"--max-num-batched-tokens={budget} must be >= --block-size={bs} "
+                              f"when chunked prefill is off")
+        if max_model_len and budget < max_model_len:
+            raise ConfigError(f"--max-num-batched-tokens={budget} must be >= max model len {max_model_len} "
+                              f"when chunked prefill is off (use --enable-chunked-prefill)")
+    if opts["speedup_ratio"] and opts["speedup_ratio"] < 0:
+        raise ConfigError(f"--speedup-ratio={opts['speedup_ratio']} must be >= 0")
+
+
+class MockerEngine:
+    """A simulated vLLM-like engine instance; see the mocker package modules for each part."""
+
+    def __init__(self, args: EngineArgs, *, perf_model: PerfModel | None = None) -> None:
+        opts = dict(_DEFAULTS)
+        opts.update({k: v for k, v in (args.options or {}).items() if k in _DEFAULTS and v is not None})
+        validate_options(opts, args.max_model_len)
+        self.args = args
+        self.opts = opts
+        self.instance_id = args.instance_id
+        self.block_size: int = opts["block_size"]
+        self.num_blocks: int = opts["num_gpu_blocks_override"]
+        self.dp_size: int = opts["data_parallel_size"]
+        self.speedup: float = float(opts["speedup_ratio"])
+        self.prefix_caching: bool = bool(opts["enable_prefix_caching"])
+        self.chunked: bool = bool(opts["enable_chunked_prefill"])
+        if perf_model is not None:
+            self.perf = perf_model
+        elif opts["planner_profile_data"]:
+            self.perf = load_profile(opts["planner_profile_data"])
+        else:
+            self.perf = PerfModel()
+        self.mode: OutputMode = parse_output_mode(opts["mocker_output"])
+        self.tokenizer = args.tokenizer
+        if self.mode.kind != "random" and self.tokenizer is None:
+            raise ConfigError(f"--mocker-output={opts['mocker_output']} needs a tokenizer")
+        if self.mode.kind in ("reasoning", "tool-calls") or (
+                self.mode.kind == "script" and any(e.reasoning is not None or e.tool_calls for e in self.mode.script)):
+            try:
+                import dynamo_mono.parsers.formats  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(f"--mocker-output={opts['mocker_output']} needs dynamo_mono.parsers.formats ({exc})") from None
+        self.reasoning_parser = (args.options or {}).get("reasoning_parser")
+        self.tool_parser = (args.options or {}).get("tool_call_parser")
+        vocab = args.vocab_size or getattr(self.tokenizer, "vocab_size", 0) or 32000
+        specials = set(getattr(self.tokenizer, "special_ids", ()) or ()) | set(args.eos_token_ids or ())
+        allowed = np.array([i for i in range(vocab) if i not in specials], dtype=np.int64)
+        if len(allowed) == 0:
+            raise ConfigError("mocker: the vocabulary has no ordinary (non-special) tokens to generate")
+        self.allowed = allowed
+        instances = parse_instances(opts["mocker_fault_instances"])
+        fail_after = opts["mocker_fail_after"]
+        if instances is not None and self.instance_id not in instances:
+            fail_after = None
+        self.faults = InstanceFaults(float(opts["mocker_crash_duration"]), fail_after)
+        self.ranks: list[Scheduler] = [
+            Scheduler(
+                KvManager(self.num_blocks, self.block_size, enable_prefix_caching=self.prefix_caching, dp_rank=r),
+                max_num_seqs=opts["max_num_seqs"],
+                max_num_batched_tokens=opts["max_num_batched_tokens"],
+                enable_chunked_prefill=self.chunked,
+                watermark=float(opts["watermark"]),
+            )
+            for r in range(self.dp_size)
+        ]
+        self.event_ids = [0] * self.dp_size
+        self.sink: KvEventSink | None = None
+        self.tasks: list[asyncio.Task | None] = [None] * self.dp_size
+        self.requests: dict[str, list[Sequence]] = {}
+        self._arrival = 0
+        self._stopped = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._stopped = False
+        if self.opts["startup_time"]:
+            await asyncio.sleep(float(self.opts["startup_time"]))
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for rank, sched in enumerate(self.ranks):
+            for seq in sched.drain():
+                seq.fail("mocker: engine stopped")
+                seq.wake()
+            self._flush(rank)
+        tasks = [t for t in self.tasks if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+    def model_card(self) -> ModelCard:
+        return ModelCard(
+            name=self.args.served_model_name,
+            max_model_len=self.args.max_model_len,
+            block_size=self.block_size,
+            dp_size=self.dp_size,
+            total_kv_blocks=self.num_blocks,
+            max_num_seqs=self.opts["max_num_seqs"],
+            max_num_batched_tokens=self.opts["max_num_batched_tokens"],
+            reasoning_parser=self.reasoning_parser,
+            tool_call_parser=self.tool_parser,
+            eos_token_ids=list(self.args.eos_token_ids or []),
+            supports_priority=True,
+            priority_higher_is_urgent=False,
+            supports_n=False,
+            supports_logprobs=True,
+            kv_events=True,
+            extra={"engine": "mocker", "speedup_ratio": self.speedup, "output": self.opts["mocker_output"]},
+        )
+
+    def healthy(self) -> bool:
+        return not self._stopped and not self.faults.crashed()
+
+    def recover(self) -> None:
+        """Clear an injected crash or stall now."""
+        self.faults.recover()
+
+    # --- KV events / metrics -----------------------------------------------------------------------
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        self.sink = sink
+
+    def kv_snapshot(self) -> list[KvEventBatch]:
+        now = time.time()
+        return [KvEventBatch(self.instance_id, r, self.event_ids[r], s.kv.snapshot(), now)
+                for r, s in enumerate(self.ranks)]
+
+    def load_metrics(self) -> list[LoadMetrics]:
+        return [
+            LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
+                        kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
+                        prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions)
+            for r, s in enumerate(self.ranks)
+        ]
+
+    def _flush(self, rank: int) -> None:
+        events = self.ranks[rank].kv.take_events()
+        if not events:
+            return
+        self.event_ids[rank] += 1
+        sink = self.sink
+        if sink is not None:
+            try:
+                sink(KvEventBatch(self.instance_id, rank, self.event_ids[rank], events, time.time()))
+            except Exception:  # a broken consumer must not stop the engine
+                log.exception("mocker: KV event sink failed")
+
+    # --- requests ------------------------------------------------------------------------------------
+    async def abort(self, request_id: str) -> None:
+        for seq in list(self.requests.get(request_id, ())):
+            if self.ranks[seq.dp_rank].remove(seq):
+                seq.finish = "abort"
+                seq.wake()
+
+    def _crash(self) -> None:
+        self.faults.crash()
+        for rank, sched in enumerate(self.ranks):
+            for seq in sched.drain():
+                seq.fail("mocker: instance crashed")
+                seq.wake()
+            sched.kv.clear()
+            self._flush(rank)
+
+    def _pick_rank(self, request: EngineRequest) -> int:
+        if request.dp_rank is not None:
+            if not 0 <= request.dp_rank < self.dp_size:
+                raise ValueError(f"dp_rank {request.dp_rank} out of range (data parallel size {self.dp_size})")
+            return request.dp_rank
+        if self.dp_size == 1:
+            return 0
+        return min(range(self.dp_size),
+                   key=lambda r: (len(self.ranks[r].running) + len(self.ranks[r].waiting), self.ranks[r].kv.active_blocks))
+
+    def _source(self, request: EngineRequest, seed: int, original: list[int]) -> TokenSource:
+        mode = self.mode
+        if mode.kind == "random":
+            return TokenSource(self.allowed, seed, None, eos_length(seed))
+        prompt_text = self.tokenizer.decode(original)
+        text = build_text(mode, request, seed, prompt_text,
+                          self.reasoning_parser or "basic", self.tool_parser or "hermes")
+        ids = list(self.tokenizer.encode(text))
+        return TokenSource(self.allowed, seed, ids, len(ids))
+
+    def _reject(self, request: EngineRequest) -> str | None:
+        n = len(request.token_ids)
+        if n == 0:
+            return "mocker: empty prompt"
+        if self.args.max_model_len and n >= self.args.max_model_len + 1:
+            return f"mocker: prompt of {n} tokens exceeds max model len {self.args.max_model_len}"
+        if (n + self.block_size) // self.block_size > self.num_blocks:
+            return f"mocker: prompt of {n} tokens needs more than {self.num_blocks} KV blocks of {self.block_size}"
+        if not self.chunked and n > self.opts["max_num_batched_tokens"]:
+            return (f"mocker: prompt of {n} tokens exceeds max_num_batched_tokens="
+                    f"{self.opts['max_num_batched_tokens']} with chunked prefill off")
+        return None
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Stream outputs: at most one EngineOutput per engine step, tokens batched."""
+        faults = parse_annotations(request.annotations) if request.annotations else None
+        if faults is not None:
+            if faults.recover:
+                self.faults.recover()
+            if faults.crash:
+                self._crash()
+                yield EngineOutput(finish_reason="error", error="mocker: instance crashed (injected)",
+                                   prompt_tokens=len(request.token_ids), cached_tokens=0)
+                return
+            if faults.stall_s:
+                self.faults.stall(faults.stall_s)
+        if self._stopped or self.faults.crashed():
+            yield EngineOutput(finish_reason="error", error="mocker: instance is down",
+                               prompt_tokens=len(request.token_ids), cached_tokens=0)
+            return
+        problem = self._reject(request)
+        rank = 0
+        if problem is None:
+            try:
+                rank = self._pick_rank(request)
+            except ValueError as exc:
+                problem = f"mocker: {exc}"
+        if problem is not None:
+            yield EngineOutput(finish_reason="error", error=problem, prompt_tokens=len(request.token_ids),
+                               cached_tokens=0)
+            return
+
+        k = int(request.extra.get("migrated_output_tokens") or 0) if request.extra else 0
+        k = max(0, min(k, len(request.token_ids) - 1))
+        original = request.token_ids[:-k] if k else request.token_ids
+        seed = request_seed(request, original)
+        fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
+        self._arrival += 1
+        seq = Sequence(
+            request, self._source(request, seed, original),
+            block_size=self.block_size, prefix_caching=self.prefix_caching, arrival=self._arrival,
+            migrated=k, eos_ids=self.args.eos_token_ids, fail_after=fail_after,
+            slow_prefill=faults.slow_prefill if faults is not None else 1.0, dp_rank=rank,
+        )
+        if self.args.max_model_len:
+            seq.max_tokens = min(seq.max_tokens, max(0, self.args.max_model_len - seq.prompt_len))
+        if seq.max_tokens <= 0 and seq.finish is None:
+            seq.finish = "length"
+        if seq.finish is not None:
+            seq.status = FINISHED
+        else:
+            self.ranks[rank].add(seq)
+            self.requests.setdefault(seq.rid, []).append(seq)
+            if self.tasks[rank] is None:
+                self.tasks[rank] = asyncio.get_running_loop().create_task(self._run(rank))
+        seed_lp = seed
+        try:
+            loop = asyncio.get_running_loop()
+            while True:
+                if not seq.pending and seq.finish is None:
+                    fut = loop.create_future()
+                    seq.waiter = fut
+                    await fut
+                    continue
+                toks = seq.pending
+                if toks:
+                    seq.pending = []
+                out = EngineOutput(token_ids=toks)
+                if toks and seq.logprobs is not None:
+                    out.logprobs = self._logprobs(toks, seq.pending_pos, seed_lp, seq.logprobs)
+                seq.pending_pos += len(toks)
+                if not seq.first_sent:
+                    seq.first_sent = True
+                    out.prompt_tokens = seq.prompt_len
+                    out.cached_tokens = seq.cached_tokens or 0
+                fin = seq.finish
+                if fin is None:
+                    yield out
+                    continue
+                if fin == "error":
+                    if toks:
+                        yield out
+                        out = EngineOutput()
+                    out.finish_reason = "error"
+                    out.error = seq.error
+                else:
+                    out.finish_reason = fin
+                    out.stop_token_id = seq.stop_token_id
+                yield out
+                return
+        finally:
+            if seq.status != FINISHED:
+                self.ranks[rank].remove(seq)
+            lst = self.requests.get(seq.rid)
+            if lst is not None:
+                try:
+                    lst.remove(seq)
+                except ValueError:
+                    pass
+                if not lst:
+                    del self.requests[seq.rid]
+
+    def _logprobs(self, toks: list[int], pos0: int, seed: int, n_top: int) -> list[TokenLogprob]:
+        allowed = self.allowed
+        out = []
+        for j, t in enumerate(toks):
+            lp, top = logprobs_for(t, pos0 + j, seed, n_top, allowed)
+            out.append(TokenLogprob(t, lp, top))
+        return out
+
+    # --- the step loop ---------------------------------------------------------------------------------
+    async def _run(self, rank: int) -> None:
+        sched = self.ranks[rank]
+        perf = self.perf
+        faults = self.faults
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        try:
+            while sched.has_work():
+                if faults.stall_until:
+                    rem = faults.stall_remaining()
+                    if rem > 0:
+                        await asyncio.sleep(rem)
+                        deadline = loop.time()
+                        continue
+                plan, failed = sched.schedule()
+                for seq in failed:
+                    seq.wake()
+                if not plan.seqs:
+                    self._flush(rank)
+                    await asyncio.sleep(0.001)
+                    continue
+                speed = self.speedup
+                if speed > 0:
+                    # Sleep to an absolute deadline so Python overhead does not stretch simulated time.
+                    now = loop.time()
+                    if deadline < now:
+                        deadline = now
+                    deadline += perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) / 1000.0 / speed
+                    await asyncio.sleep(deadline - now)
+                else:
+                    await asyncio.sleep(0)
+                self._complete(rank, sched, plan)
+        finally:
+            self.tasks[rank] = None
+
+    def _complete(self, rank: int, sched: Scheduler, plan: StepPlan) -> None:
+        for seq in sched.complete(plan):
+            w = seq.waiter
+            if w is not None:
+                seq.waiter = None
+                if not w.done():
+                    w.set_result(None)
+        if sched.kv.events:
+            self._flush(rank)
+
+
+def create_engine(args: EngineArgs) -> MockerEngine:
+    """Engine factory registered as "mocker"."""
+    return MockerEngine(args)

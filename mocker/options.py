@@ -1,0 +1,29 @@
+"""Command-line / env options of the mocker engine, with Dynamo's names and defaults."""
+
+from __future__ import annotations
+
+from dynamo_mono.config import Option
+
+_G = "engine: mocker"
+
+MOCKER_OPTIONS: list[Option] = [
+    Option("num_gpu_blocks_override", int, 16384, "KV cache size in blocks per dp rank", _G, min=1),
+    Option("block_size", int, 64, "tokens per KV block", _G, min=2),
+    Option("max_num_seqs", int, 256, "most sequences running at once per dp rank", _G, min=1),
+    Option("max_num_batched_tokens", int, 8192, "token budget of one engine step", _G, min=1),
+    Option("enable_prefix_caching", bool, True, "reuse cached KV blocks of shared prefixes", _G),
+    Option("enable_chunked_prefill", bool, True, "split long prompts across steps", _G),
+    Option("watermark", float, 0.01, "fraction of KV blocks kept free when admitting requests", _G, min=0.0, max=1.0),
+    Option("speedup_ratio", float, 1.0, "divide simulated step time by this (0 = do not sleep at all)", _G, min=0.0),
+    Option("data_parallel_size", int, 1, "independent scheduler + KV pool replicas in this instance", _G, min=1),
+    Option("startup_time", float, 0.0, "seconds to sleep in start(), to simulate model loading", _G, min=0.0),
+    Option("planner_profile_data", str, None,
+           "NPZ or JSON profile (prefill_isl, prefill_ttft_ms, decode_active_kv_tokens, "
+           "decode_context_length, decode_itl) replacing the default timing model", _G),
+    Option("mocker_output", str, "random",
+           "generated text: random | echo | reasoning[:PARSER] | tool-calls[:PARSER] | script:FILE", _G),
+    Option("mocker_fail_after", int, None, "fail every request after this many tokens (fault injection)", _G, min=0),
+    Option("mocker_fault_instances", str, None,
+           "comma-separated instance ids that --mocker-fail-after applies to (default all)", _G),
+    Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
+]

@@ -1,0 +1,1 @@
+"""Example dynamo-mono plugin: an echo engine and a `[[...]]` reasoning parser."""
