@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no *_created series: they double the scrape size and nobody reads them
 
 _LAT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOK = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
@@ -20,8 +22,9 @@ class FrontendMetrics:
                                         ["model", "endpoint"], registry=r)
         self.inflight = Gauge(P + "inflight_requests", "Requests in flight", ["model"], registry=r)
         self.queued = Gauge(P + "queued_requests", "Requests waiting for an instance", ["model"], registry=r)
-        self.disconnected = Counter(P + "disconnected_clients", "Clients that went away before the end",
-                                    ["model"], registry=r)
+        # A Gauge only so the exposed name is exactly Dynamo's (a Counter would gain "_total"); it only grows.
+        self.disconnected = Gauge(P + "disconnected_clients", "Clients that went away before the end",
+                                  ["model"], registry=r)
         self.ttft = Histogram(P + "time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=_LAT, registry=r)
         self.itl = Histogram(P + "inter_token_latency_seconds", "Mean inter-token latency per request", ["model"],

@@ -47,6 +47,8 @@ class Scheduler:
         self.waiting: list[tuple[int, int, Sequence]] = []  # heap by (priority, arrival)
         self.running: list[Sequence] = []  # sorted by (priority, arrival)
         self.preemptions = 0
+        self.steps = 0  # schedule() calls that produced work
+        self.seq_steps = 0  # sum over steps of sequences scheduled (simulation-cost denominator)
         self.hit_tokens = 0
         self.queried_tokens = 0
 
@@ -145,6 +147,9 @@ class Scheduler:
             self._admit(plan, budget, failed)
         plan.decode_seqs = decode_seqs
         plan.decode_kv_tokens = decode_kv
+        if seqs:
+            self.steps += 1
+            self.seq_steps += len(seqs)
         return plan, failed
 
     def _admit(self, plan: StepPlan, budget: int, failed: list[Sequence]) -> None:

@@ -21,8 +21,8 @@ async def read_json(request: web.Request) -> Any:
                        code="unsupported_media_type")
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(413, f"request body exceeds the limit of {exc.max_size} bytes",
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"request body exceeds the limit of {request.client_max_size} bytes",
                        code="request_too_large") from None
     if not raw:
         raise ApiError(400, "request body is empty; expected a JSON object")

@@ -41,9 +41,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return error_response(exc, flavor_of(request.path), rid)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(ApiError(413, f"request body exceeds the limit of {exc.max_size} bytes"),
-                              flavor_of(request.path), rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

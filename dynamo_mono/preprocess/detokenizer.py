@@ -15,6 +15,8 @@ except ImportError:  # pragma: no cover - depends on the installed tokenizers
 # sequence (SentencePiece / Metaspace) still produce the space mid-stream (vLLM uses the same window).
 _CONTEXT = 5
 _REPLACEMENT = "\ufffd"
+# Emitted ids are dropped (all but the context) once the kept list grows past this, bounding memory.
+_COMPACT_AT = 1024
 
 
 class IncrementalDetokenizer:
@@ -61,8 +63,15 @@ class IncrementalDetokenizer:
             if text is None:
                 return ""
             self._read = len(ids)
+            if self._read > _COMPACT_AT:
+                self._compact(self._read - _CONTEXT)
             return text
         return self._window_step()
+
+    def _compact(self, cut: int) -> None:
+        del self._ids[:cut]
+        self._read -= cut
+        self._prefix = max(0, self._prefix - cut)
 
     def _window_step(self) -> str:
         ids = self._ids
@@ -72,6 +81,8 @@ class IncrementalDetokenizer:
         if len(new_text) > len(prefix_text) and not new_text.endswith(_REPLACEMENT):
             self._prefix = self._read
             self._read = len(ids)
+            if self._prefix > _COMPACT_AT:
+                self._compact(self._prefix)
             return new_text[len(prefix_text) :]
         return ""
 

@@ -71,8 +71,8 @@ class StopMatcher:
     def _pending_start(self, s: str) -> int:
         """Start of the longest suffix of s that is a proper prefix of some stop string (len(s) if none)."""
         n = len(s)
-        prefixes = self._prefixes
-        for k in range(min(self._max_prefix, n), 0, -1):
-            if s[n - k :] in prefixes:
-                return n - k
+        prefixes, first = self._prefixes, self._first_chars
+        for i in range(max(0, n - self._max_prefix), n):
+            if s[i] in first and s[i:] in prefixes:
+                return i
         return n

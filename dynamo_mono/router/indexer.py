@@ -178,7 +178,7 @@ class KvIndexer:
         """Start indexing key (idempotent); snapshot = BlockStored batches describing its cache now."""
         if key not in self._state:
             self._state[key] = _InstanceState(self.core.add(key))
-        if snapshot:
+        if snapshot is not None:
             self.resync(key, snapshot)
 
     def remove_instance(self, key: InstanceKey) -> bool:

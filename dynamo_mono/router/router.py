@@ -105,7 +105,7 @@ class Router:
                 self.approx.add_instance(key)
             else:
                 self.indexer.add_instance(key)
-        if snapshot and not predicted:
+        if snapshot is not None and not predicted:
             self.resync_instance(key, snapshot)
         self.active.add_instance(key, total_blocks, max_num_batched_tokens)
         self._reindex()

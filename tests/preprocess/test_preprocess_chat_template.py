@@ -181,6 +181,11 @@ def test_fast_lookups_keep_jinja_semantics() -> None:
         "{{ m.content.upper().split(' ') | join('_') }};{% endfor %}"
     )
     assert t.render([{"role": "user", "content": "a b", "items": "shadowed"}]) == "user:3:False:A_B;"
+    t = ChatTemplate(
+        "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + loop.index %}"
+        "{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.nope is defined }}{% endfor %}|{{ ns.n }}{{ ns.zz is defined }}"
+    )
+    assert t.render([1, 2]) == "0TrueFalseFalse1FalseTrueFalse|3False"
     for src in ("{{ ''.__class__.__mro__ }}", "{{ messages[0].__class__.__subclasses__() }}", "{{ messages.clear() }}"):
         with pytest.raises(TemplateError):
             ChatTemplate(src).render([{"role": "user"}])

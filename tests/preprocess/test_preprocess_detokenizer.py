@@ -109,3 +109,36 @@ def test_empty_add_and_repeated_flush() -> None:
     assert detok.flush() == ""
     assert detok.add(TOK.encode("x")) == "x"
     assert detok.flush() == ""
+
+
+class _RefusingStream:
+    def step(self, tokenizer: object, ids: object) -> str:
+        raise Exception("DecodeStreamError: invalid prefix")
+
+
+def test_decode_stream_error_falls_back_without_losing_text() -> None:
+    text = "Hello 東京 𝔘 wörld 🤖! more text after the switch"
+    ids = TOK.encode(text)
+    detok = IncrementalDetokenizer(TOK, use_decode_stream=True)
+    out = "".join(detok.add([i]) for i in ids[:6])
+    detok._stream = _RefusingStream()  # the next step raises inside tokenizers
+    out += "".join(detok.add([i]) for i in ids[6:]) + detok.flush()
+    assert out == text
+
+
+@pytest.mark.parametrize("use_stream", MODES)
+def test_long_stream_matches_full_decode(use_stream: bool) -> None:
+    # Long enough that emitted ids are compacted away several times.
+    text = "".join(f"line {i}: café 東京 🚀 𝔘{i % 7}\n" for i in range(300))
+    ids = TOK.encode(text)
+    assert len(ids) > 3000
+    detok = IncrementalDetokenizer(TOK, use_decode_stream=use_stream)
+    pieces = []
+    i = 0
+    while i < len(ids):
+        step = 1 + i % 3
+        pieces.append(detok.add(ids[i : i + step]))
+        i += step
+    pieces.append(detok.flush())
+    assert "".join(pieces) == text
+    assert len(detok._ids) <= 1100

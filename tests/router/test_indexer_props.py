@@ -90,7 +90,7 @@ class IndexerMachine(RuleBasedStateMachine):
                                             [stored_event(key, chain, 0, length, True)]))
         if key not in self.model or with_snapshot:
             self.model[key] = set()
-        self.ix.add_instance(key, batches or None)
+        self.ix.add_instance(key, batches if with_snapshot else None)
         for chain, length in (snap if with_snapshot else []):
             self._apply_store_to_model(key, chain, 0, length)
 
@@ -135,6 +135,11 @@ class IndexerMachine(RuleBasedStateMachine):
         assert self.ix.find_matches(prompt) == reference_matches(self.model, prompt)
 
     @invariant()
+    def every_chain_matches_the_reference(self) -> None:
+        for _toks, hashes in CHAINS:
+            assert self.ix.find_matches(hashes) == reference_matches(self.model, hashes)
+
+    @invariant()
     def tree_holds_exactly_the_union(self) -> None:
         union = set().union(*self.model.values()) if self.model else set()
         assert set(self.ix.core.nodes) == union
@@ -147,7 +152,7 @@ class IndexerMachine(RuleBasedStateMachine):
 
 
 TestIndexerMachine = IndexerMachine.TestCase
-TestIndexerMachine.settings = settings(max_examples=120, stateful_step_count=40, deadline=None,
+TestIndexerMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])
 
 
