@@ -55,6 +55,14 @@ LIFECYCLE_OPTIONS = [
            group="lifecycle", min=0, max=100),
     Option("request_timeout", float, None, "Seconds after which a request is ended with an error (unset = none).",
            group="lifecycle", min=0, min_exclusive=True),
+    Option("max_inflight_requests", int, None, "Requests generating at once over all models; more wait in a "
+           "priority queue (unset = no limit).", group="lifecycle", min=1),
+    Option("max_inflight_per_model", int, None, "Requests generating at once per model (unset = no limit).",
+           group="lifecycle", min=1),
+    Option("max_queue_length", int, 1024, "Requests that may wait for admission; more get 429.", group="lifecycle",
+           min=0),
+    Option("max_queue_wait", float, 60.0, "Seconds a request may wait for admission before 429.",
+           group="lifecycle", min=0, min_exclusive=True),
     Option("shutdown_timeout", float, 30.0, "Seconds to drain in-flight requests on SIGTERM.", group="lifecycle",
            min=0),
 ]

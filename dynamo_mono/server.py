@@ -19,6 +19,7 @@ from dynamo_mono.http.state import ServerState
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.preprocess.model_dir import load_model_dir
 from dynamo_mono.router.router import Router
+from dynamo_mono.serving.admission import AdmissionQueue
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.pool import Instance, InstancePool
 
@@ -47,7 +48,8 @@ async def build_state(settings: Settings, plugins: Any) -> ServerState:
     info = load_model_dir(settings.model, served_model_name=settings.served_model_name,
                           chat_template_path=settings.chat_template, max_model_len=settings.max_model_len)
     metrics = FrontendMetrics()
-    state = ServerState(settings=settings, metrics=metrics, plugins=plugins)
+    state = ServerState(settings=settings, metrics=metrics, plugins=plugins,
+                        admission=_admission(settings, settings.max_inflight_requests, "server"))
     engines = []
     for i in range(settings.num_instances):
         args = EngineArgs(model_path=info.path, served_model_name=info.name, instance_id=i,
@@ -66,9 +68,15 @@ async def build_state(settings: Settings, plugins: Any) -> ServerState:
     pool = InstancePool(info.name, router, migration_limit=settings.migration_limit, metrics=metrics)
     for i, engine in enumerate(engines):
         pool.add(Instance(worker_id=i, engine=engine, card=engine.model_card()))
-    state.models[info.name] = ServedModel(info.name, info, pool, reasoning_parser=reasoning, tool_call_parser=tool)
+    state.models[info.name] = ServedModel(info.name, info, pool, reasoning_parser=reasoning, tool_call_parser=tool,
+                                          admission=_admission(settings, settings.max_inflight_per_model,
+                                                               f"model '{info.name}'"))
     _set_model_gauges(state)
     return state
+
+
+def _admission(settings: Settings, limit: int | None, name: str) -> AdmissionQueue:
+    return AdmissionQueue(limit, max_queue=settings.max_queue_length, max_wait=settings.max_queue_wait, name=name)
 
 
 def _set_model_gauges(state: ServerState) -> None:

@@ -85,11 +85,19 @@ class MockerEngine:
         if self.mode.kind in ("reasoning", "tool-calls") or (
                 self.mode.kind == "script" and any(e.reasoning is not None or e.tool_calls for e in self.mode.script)):
             try:
-                import dynamo_mono.parsers.formats  # noqa: F401
+                from dynamo_mono.parsers.formats import format_reasoning, format_tool_calls
             except ImportError as exc:
                 raise ConfigError(f"--mocker-output={opts['mocker_output']} needs dynamo_mono.parsers.formats ({exc})") from None
         self.reasoning_parser = (args.options or {}).get("reasoning_parser")
         self.tool_parser = (args.options or {}).get("tool_call_parser")
+        # Fail at startup, not per request, when the named parser format is unknown.
+        try:
+            if self.mode.kind == "reasoning":
+                format_reasoning(self.mode.parser or self.reasoning_parser or "basic", "r", "c")
+            elif self.mode.kind == "tool-calls":
+                format_tool_calls(self.mode.parser or self.tool_parser or "hermes", [("f", {})])
+        except (KeyError, ValueError, LookupError) as exc:
+            raise ConfigError(f"--mocker-output={opts['mocker_output']}: unknown parser format ({exc})") from None
         vocab = args.vocab_size or getattr(self.tokenizer, "vocab_size", 0) or 32000
         specials = set(getattr(self.tokenizer, "special_ids", ()) or ()) | set(args.eos_token_ids or ())
         allowed = np.array([i for i in range(vocab) if i not in specials], dtype=np.int64)
@@ -367,6 +375,7 @@ class MockerEngine:
                         await asyncio.sleep(rem)
                         deadline = loop.time()
                         continue
+                    faults.stall_until = 0.0
                 plan, failed = sched.schedule()
                 for seq in failed:
                     seq.wake()
@@ -389,12 +398,7 @@ class MockerEngine:
             self.tasks[rank] = None
 
     def _complete(self, rank: int, sched: Scheduler, plan: StepPlan) -> None:
-        for seq in sched.complete(plan):
-            w = seq.waiter
-            if w is not None:
-                seq.waiter = None
-                if not w.done():
-                    w.set_result(None)
+        sched.complete(plan)
         if sched.kv.events:
             self._flush(rank)
 

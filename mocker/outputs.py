@@ -4,7 +4,7 @@ Modes: ``random`` (pseudo-random ordinary tokens, EOS at a seeded length in [16,
 ``echo`` (the prompt's text re-tokenized), ``reasoning[:PARSER]`` (a short reasoning block and an
 answer in that reasoning parser's format), ``tool-calls[:PARSER]`` (calls to the request's tools,
 arguments derived from each tool's JSON schema, in that tool-call parser's format) and
-``script:FILE`` (scripted responses).
+``script:FILE`` (scripted responses). Tool-call mode on a request without tools answers in plain text.
 
 Script files: ``*.json`` holds one entry or a list of entries, ``*.jsonl`` one entry per line, any
 other file is a single plain-text response. An entry is a string (the response text) or an object
@@ -268,7 +268,7 @@ def pick_entry(entries: list[ScriptEntry], prompt_text: str, seed: int) -> Scrip
 class TokenSource:
     """Token at each absolute output position of one request, plus where EOS falls."""
 
-    __slots__ = ("allowed", "n_allowed", "seed", "text", "eos_pos", "_chunk_no", "_chunk")
+    __slots__ = ("allowed", "n_allowed", "seed", "text", "eos_pos", "lo", "hi", "chunk")
 
     def __init__(self, allowed: np.ndarray, seed: int, text: list[int] | None, eos_pos: int | None) -> None:
         self.allowed = allowed
@@ -276,21 +276,26 @@ class TokenSource:
         self.seed = seed
         self.text = text
         self.eos_pos = eos_pos  # absolute position at which EOS is produced; None = never
-        self._chunk_no = -1
-        self._chunk: list[int] = []
+        # The current window of precomputed tokens: positions lo..hi-1 are chunk[0..].
+        self.chunk: list[int] = text if text is not None else []
+        self.lo = 0
+        self.hi = len(self.chunk)
 
     def token(self, pos: int) -> int:
-        """Token at absolute output position pos (not counting EOS handling)."""
+        """Token at absolute output position pos (EOS handling is the caller's)."""
+        if self.lo <= pos < self.hi:
+            return self.chunk[pos - self.lo]
         text = self.text
         if text is not None and pos < len(text):
+            self.chunk, self.lo, self.hi = text, 0, len(text)
             return text[pos]
-        c, off = divmod(pos, CHUNK)
-        if c != self._chunk_no:
-            base = np.uint64(mix64(self.seed ^ (c * 0x9E3779B1)))
-            x = _mix_array(np.arange(CHUNK, dtype=np.uint64) + base)
-            self._chunk = self.allowed[x % self.n_allowed].tolist()
-            self._chunk_no = c
-        return self._chunk[off]
+        c = pos // CHUNK
+        base = np.uint64(mix64(self.seed ^ (c * 0x9E3779B1)))
+        x = _mix_array(np.arange(CHUNK, dtype=np.uint64) + base)
+        self.chunk = self.allowed[x % self.n_allowed].tolist()
+        self.lo = c * CHUNK
+        self.hi = self.lo + CHUNK
+        return self.chunk[pos - self.lo]
 
     def alternative(self, pos: int, exclude: set[int]) -> int:
         """A deterministic ordinary token other than those in exclude (stop ids suppressed by min_tokens)."""

@@ -198,29 +198,32 @@ class Scheduler:
             plan.prefill.append((n, computed, seq.slow_prefill))
             budget -= n
 
-    def complete(self, plan: StepPlan) -> list[Sequence]:
-        """Account the computed tokens, generate one token per sequence that finished its prompt/decode.
-
-        Returns every sequence whose consumer must be woken (new tokens or finished)."""
+    def complete(self, plan: StepPlan) -> int:
+        """Account the computed tokens, generate one token per sequence that finished its prompt or decode
+        step, and wake the consumers of sequences with new tokens or a finish. Returns how many were woken."""
         kv = self.kv
         bs = self.block_size
         caching = kv.enable_prefix_caching
-        woken: list[Sequence] = []
         finished: list[Sequence] = []
+        woken = 0
         for seq, n in zip(plan.seqs, plan.nums):
             if seq.status != RUNNING:
                 continue  # aborted or failed while the step was in flight
             c = seq.num_computed = seq.num_computed + n
-            if caching:
+            if caching and c >= (seq.num_cached_blocks + 1) * bs:
                 full = c // bs
-                if full > seq.num_cached_blocks:
-                    kv.commit(seq.blocks, seq.ensure_hashes(full, bs), seq.tokens, seq.num_cached_blocks, full)
-                    seq.num_cached_blocks = full
+                kv.commit(seq.blocks, seq.ensure_hashes(full, bs), seq.tokens, seq.num_cached_blocks, full)
+                seq.num_cached_blocks = full
             if c < len(seq.tokens):
                 continue  # a prefill chunk that did not reach the end of the prompt
             if seq.advance():
                 finished.append(seq)
-            woken.append(seq)
+            w = seq.waiter
+            if w is not None:
+                seq.waiter = None
+                if not w.done():
+                    w.set_result(None)
+            woken += 1
         if finished:
             running = self.running
             for seq in finished:

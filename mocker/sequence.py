@@ -83,7 +83,8 @@ class Sequence:
             self.finish = "stop"
             self.stop_token_id = self.eos_id
             return True
-        tok = self.source.token(pos)
+        src = self.source
+        tok = src.chunk[pos - src.lo] if src.lo <= pos < src.hi else src.token(pos)
         if self.stop_ids and tok in self.stop_ids:
             if self.generated < self.min_tokens:
                 tok = self.source.alternative(pos, set(self.stop_ids))

@@ -178,7 +178,9 @@ async def arun_benchmark(config: BenchConfig, *, pool: WordPool | None = None) -
 
 def run_benchmark(config: BenchConfig) -> BenchResult:
     """Run one benchmark as described by config and return its summary (starts its own event loop)."""
-    return asyncio.run(arun_benchmark(config))
+    from dynamo_mono.uvloop_setup import run
+
+    return run(arun_benchmark(config))
 
 
 async def arun_sweep(config: BenchConfig, concurrencies: list[int]) -> list[BenchResult]:
@@ -189,4 +191,6 @@ async def arun_sweep(config: BenchConfig, concurrencies: list[int]) -> list[Benc
 
 def run_sweep(config: BenchConfig, concurrencies: list[int]) -> list[BenchResult]:
     """Synchronous form of arun_sweep."""
-    return asyncio.run(arun_sweep(config, concurrencies))
+    from dynamo_mono.uvloop_setup import run
+
+    return run(arun_sweep(config, concurrencies))

@@ -17,7 +17,7 @@ from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.http.tracking import RequestTracker
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.protocol.openai import ChatCompletionRequest, CompletionRequest
-from dynamo_mono.serving.chat import ChatPipeline, check_tool_choice
+from dynamo_mono.serving.chat import ChatPipeline, admission_queues, check_tool_choice
 from dynamo_mono.serving.choice import ChoiceState, Step
 from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.params import check_limits, engine_requests, from_openai
@@ -81,10 +81,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                            template_kwargs=req.chat_template_kwargs)
         rid = "chatcmpl-" + (req.request_id or request["request_id"])
         gen = pipeline.generation(model, prompt, params, rid, template_kwargs=req.chat_template_kwargs)
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return await _stream_chat(request, state, gen, rid, req.model, include_usage, tracker)
-        return await _unary_chat(state, gen, rid, req.model)
+        await gen.admit()
+        try:
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                return await _stream_chat(request, state, gen, rid, req.model, include_usage, tracker)
+            return await _unary_chat(state, gen, rid, req.model)
+        finally:
+            gen.finish()
 
 
 async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name: str) -> web.Response:
@@ -114,8 +118,6 @@ async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name:
                     logprobs[i] = (logprobs[i] or []) + lp["content"]
     except (EngineError, TimeoutError) as exc:
         raise _engine_failure(exc) from None
-    finally:
-        gen.observe()
     choices = []
     for i, st in enumerate(gen.states):
         msg: dict[str, Any] = {"role": "assistant", "content": "".join(content[i]) if content[i] or not calls[i]
@@ -168,12 +170,10 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
         if include_usage:
             tail = data_event({**head, "choices": [], "usage": gen.usage()})
         await resp.write(tail + DONE)
-    except (EngineError, TimeoutError) as exc:
-        err = _engine_failure(exc)
+    except (EngineError, TimeoutError, ApiError) as exc:
+        err = exc if isinstance(exc, ApiError) else _engine_failure(exc)
         tracker.fail(err.code or "engine_error")
         await resp.write(data_event(err.openai_body()) + DONE)
-    finally:
-        gen.observe()
     return resp
 
 
@@ -240,11 +240,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
                                           want_logprobs=params.logprobs is not None,
                                           include_stop=params.include_stop_str_in_output))
                 echoes.append((text if text is not None else model.tokenizer.decode(ids)) if req.echo else "")
-        gen = Generation(model.pool, reqs, states, prompt_tokens, metrics=state.metrics, model=model.name)
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return await _stream_completion(request, state, gen, rid, req.model, echoes, include_usage, tracker)
-        return await _unary_completion(state, gen, rid, req.model, echoes)
+        gen = Generation(model.pool, reqs, states, prompt_tokens, metrics=state.metrics, model=model.name,
+                         admission=admission_queues(state, model), latency_sensitivity=params.latency_sensitivity)
+        await gen.admit()
+        try:
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                return await _stream_completion(request, state, gen, rid, req.model, echoes, include_usage, tracker)
+            return await _unary_completion(state, gen, rid, req.model, echoes)
+        finally:
+            gen.finish()
 
 
 async def _unary_completion(state: ServerState, gen: Generation, rid: str, model_name: str,
@@ -268,8 +273,6 @@ async def _unary_completion(state: ServerState, gen: Generation, rid: str, model
                             logprobs[i][k].extend(lp[k])
     except (EngineError, TimeoutError) as exc:
         raise _engine_failure(exc) from None
-    finally:
-        gen.observe()
     choices = [{"index": i, "text": "".join(texts[i]), "logprobs": logprobs[i], "finish_reason": st.finish_reason,
                 "stop_reason": st.stop_reason} for i, st in enumerate(gen.states)]
     return json_response({"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name,
@@ -295,12 +298,10 @@ async def _stream_completion(request: web.Request, state: ServerState, gen: Gene
                         {"index": i, "text": text, "logprobs": lp, "finish_reason": step.finish_reason}]}))
         tail = data_event({**head, "choices": [], "usage": gen.usage()}) if include_usage else b""
         await resp.write(tail + DONE)
-    except (EngineError, TimeoutError) as exc:
-        err = _engine_failure(exc)
+    except (EngineError, TimeoutError, ApiError) as exc:
+        err = exc if isinstance(exc, ApiError) else _engine_failure(exc)
         tracker.fail(err.code or "engine_error")
         await resp.write(data_event(err.openai_body()) + DONE)
-    finally:
-        gen.observe()
     return resp
 
 

@@ -22,6 +22,7 @@ class ServerState:
     metrics: FrontendMetrics
     plugins: Any
     models: dict[str, ServedModel] = field(default_factory=dict)
+    admission: Any = None  # serving.admission.AdmissionQueue over all models
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0

@@ -10,6 +10,7 @@ from dynamo_mono.parsers.incremental import Gen, StreamToolParser
 
 _CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _ENDS = ("<|end|>", "<|return|>", "<|call|>")
+_NEXT = ("<|start|>", "<|channel|>")  # a message also ends where the next one begins
 
 
 class _HarmonyChannels(StreamToolParser):
@@ -29,13 +30,17 @@ class _HarmonyChannels(StreamToolParser):
             self._content.append(header + "<|message|>")
             self._emitted = True
             self._commit = self._pos
-            hit = yield from self._content_until(*_ENDS)
-            if hit:
+            hit = yield from self._content_until(*_ENDS, *_NEXT)
+            if hit in _NEXT:
+                self._pos -= len(hit)
+            elif hit:
                 self._content.append(hit)
             return
         m = _CHANNEL.search(header)
         sink = self.reasoning if m is not None and m.group(1) == "analysis" else None
-        yield from self._content_until(*_ENDS, sink=sink)
+        hit = yield from self._content_until(*_ENDS, *_NEXT, sink=sink)
+        if hit in _NEXT:
+            self._pos -= len(hit)
 
 
 class GptOssReasoningParser(ReasoningParser):

@@ -166,7 +166,9 @@ class HarmonyToolParser(StreamToolParser):
         header, _ = yield from self._until("<|message|>")
         m = _HARMONY_TO.search(header)
         if m is None:
-            yield from self._content_until("<|end|>", "<|return|>", "<|call|>")
+            hit = yield from self._content_until("<|end|>", "<|return|>", "<|call|>", "<|start|>", "<|channel|>")
+            if hit in ("<|start|>", "<|channel|>"):  # next message begins: leave its marker
+                self._pos -= len(hit)
             return
         self._open_call(m.group(1))
         yield from self._json_raw(True)

@@ -19,7 +19,10 @@ _RESERVED = frozenset({"messages", "tools", "documents", "add_generation_prompt"
 
 
 class TemplateError(ValueError):
-    """The chat template rejected the conversation or failed to render it (a client error: HTTP 400)."""
+    """The chat template rejected the conversation or failed to render it (a client error: HTTP 400).
+
+    The message is the template's own (raise_exception) or a one-line cause, without a "chat template" prefix.
+    """
 
 
 class _RaisedByTemplate(jinja2.TemplateError):
@@ -99,7 +102,7 @@ def _compile(source: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(f"chat template syntax error at line {e.lineno}: {e.message}") from None
+        raise TemplateError(f"syntax error at line {e.lineno}: {e.message}") from None
 
 
 def _final_text(message: dict) -> str:
@@ -154,9 +157,9 @@ class ChatTemplate:
         except _RaisedByTemplate as e:
             raise TemplateError(str(e)) from None
         except jinja2.TemplateError as e:
-            raise TemplateError(f"chat template error: {e.message or type(e).__name__}") from None
+            raise TemplateError(e.message or type(e).__name__) from None
         except Exception as e:  # a TypeError / KeyError / ... raised while evaluating the template
-            raise TemplateError(f"chat template error: {type(e).__name__}: {e}") from None
+            raise TemplateError(f"{type(e).__name__}: {e}") from None
         if continue_final and messages:
             rendered = _truncate_after_final(rendered, _final_text(messages[-1]))
         return rendered

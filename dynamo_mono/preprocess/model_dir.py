@@ -82,21 +82,26 @@ def load_model_dir(
         try:
             template_source = Path(chat_template_path).expanduser().read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError(f"--custom-jinja-template {chat_template_path}: {e.strerror or e}") from None
+            raise ConfigError(f"--chat-template {chat_template_path}: {e.strerror or e}") from None
         tokenizer.chat_template = template_source
     chat_template = None
     if template_source:
         try:
             chat_template = ChatTemplate(template_source, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
         except TemplateError as e:
-            raise ConfigError(f"--model {path}: {e}") from None
+            source = f"--chat-template {chat_template_path}" if chat_template_path else f"--model {path}"
+            raise ConfigError(f"{source}: chat template {e}") from None
 
     if max_model_len is None:
         max_model_len = _context_length(model_config, tokenizer.config)
-        if max_model_len is None:
-            max_model_len = EMBEDDED_MAX_MODEL_LEN if embedded else _fallback_len(path)
+    if max_model_len is None:
+        if not embedded:
+            raise ConfigError(
+                f"--model {path}: no context length in config.json or tokenizer_config.json; pass --max-model-len"
+            )
+        max_model_len = EMBEDDED_MAX_MODEL_LEN
     reasoning, tool = _guess_parsers(model_config, tokenizer)
-    name = served_model_name or (EMBEDDED_MODEL_NAME if embedded else str(path).rstrip("/"))
+    name = served_model_name or (EMBEDDED_MODEL_NAME if embedded else d.resolve().name or str(path))
     return ModelInfo(
         path=str(d),
         name=name,
@@ -106,12 +111,6 @@ def load_model_dir(
         eos_token_ids=list(tokenizer.eos_token_ids),
         reasoning_parser=reasoning,
         tool_call_parser=tool,
-    )
-
-
-def _fallback_len(path: str | None) -> int:
-    raise ConfigError(
-        f"--model {path}: cannot find the context length in config.json or tokenizer_config.json; pass --max-model-len"
     )
 
 

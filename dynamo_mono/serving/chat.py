@@ -40,6 +40,12 @@ def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
                            param="tool_choice")
 
 
+def admission_queues(state: Any, model: ServedModel) -> tuple:
+    """The queues a request of this model passes, per model first (so a slot is never held globally while
+    waiting on one model)."""
+    return tuple(q for q in (model.admission, state.admission) if q is not None and q.limit is not None)
+
+
 class ChatPipeline:
     """Builds the Generation for a chat request; shared by the OpenAI and Anthropic routes."""
 
@@ -93,4 +99,5 @@ class ChatPipeline:
                                       include_stop=p.include_stop_str_in_output))
         self.state.metrics.priority.labels(model.name).observe(p.priority)
         return Generation(model.pool, reqs, states, len(prompt.token_ids), metrics=self.state.metrics,
-                          model=model.name)
+                          model=model.name, admission=admission_queues(self.state, model),
+                          latency_sensitivity=p.latency_sensitivity)

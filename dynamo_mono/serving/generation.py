@@ -18,8 +18,13 @@ class Generation:
     """One API request's generation: n choices (and, for completions, several prompts) in parallel."""
 
     def __init__(self, pool: InstancePool, requests: list[EngineRequest], states: list[ChoiceState],
-                 prompt_tokens: int, *, metrics=None, model: str = "") -> None:
+                 prompt_tokens: int, *, metrics=None, model: str = "", admission: tuple = (),
+                 latency_sensitivity: float | None = None) -> None:
         self.pool = pool
+        self.admission = admission  # AdmissionQueues to pass, in order (per model, then global)
+        self.latency_sensitivity = latency_sensitivity
+        self._held: list = []
+        self._observed = False
         self.requests = requests
         self.states = states
         self.prompt_tokens = prompt_tokens
@@ -46,6 +51,35 @@ class Generation:
             "total_tokens": self.prompt_tokens + c,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+    async def admit(self) -> None:
+        """Check routing preconditions and pass the admission queues; call before responding (so 4xx/429/503
+        still become a status code, not an error event inside a stream)."""
+        self.pool.preflight(self.requests[0])
+        for queue in self.admission:
+            await self._admit(queue)
+            self._held.append(queue)
+
+    def finish(self) -> None:
+        """Release admission slots and record metrics; idempotent."""
+        while self._held:
+            self._held.pop().release()
+        if not self._observed:
+            self._observed = True
+            self.observe()
+
+    async def _admit(self, queue) -> None:
+        priority = self.requests[0].priority
+        if queue.limit is None or (queue.active < queue.limit and not queue.waiting):
+            await queue.acquire(priority, self.latency_sensitivity)
+            return
+        if self.metrics is not None:
+            self.metrics.queued.labels(self.model).inc()
+        try:
+            await queue.acquire(priority, self.latency_sensitivity)
+        finally:
+            if self.metrics is not None:
+                self.metrics.queued.labels(self.model).dec()
 
     async def steps(self) -> AsyncIterator[Step]:
         """Yield Steps until every choice has finished (a Step with finish_reason is each choice's last)."""

@@ -36,6 +36,7 @@ class ServedModel:
     pool: InstancePool
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
+    admission: Any = None  # AdmissionQueue for this model
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property

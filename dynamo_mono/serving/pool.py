@@ -98,6 +98,13 @@ class InstancePool:
                 raise ApiError(400, f"no instance has dp_rank {req.dp_rank}", param="nvext.dp_rank")
         return None, keys
 
+    def preflight(self, req: EngineRequest) -> None:
+        """Fail fast, before a response starts: unknown pin (400) or no ready instance (503)."""
+        _, allowed = self._allowed(req)
+        if not allowed:
+            raise ApiError(503, f"no ready instance of model '{self.model}'", headers={"Retry-After": "1"},
+                           code="no_instance")
+
     async def _select(self, req: EngineRequest):
         deadline = None if self.queue_timeout is None else time.monotonic() + self.queue_timeout
         queued = False

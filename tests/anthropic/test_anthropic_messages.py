@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from dynamo_mono.http.anthropic_routes import thinking_signature
-from dynamo_mono.protocol.anthropic import AnthropicMessage
-from tests.anthropic.conftest import MODEL, TIME_TOOL, WEATHER_TOOL, body
+from dynamo_mono.http.state import STATE
+from dynamo_mono.protocol.anthropic import AnthropicMessage, MessagesRequest, to_chat_request
+from dynamo_mono.server import stop_engines
+from tests.anthropic.conftest import MODEL, TIME_TOOL, WEATHER_TOOL, body, build_app
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -140,36 +142,45 @@ async def test_count_tokens_counts_system_tools_and_thinking(client: Any) -> Non
     assert await count(client, body("Hello", thinking={"type": "disabled"})) > base  # template closes <think>
 
 
-async def echo_prompt(make_client: Any, payload: dict) -> str:
-    """The rendered prompt, as the mocker's echo mode returns it (special tokens skipped)."""
-    client = await make_client(mocker_output="echo", reasoning_parser=None, tool_call_parser=None)
-    status, msg = await post(client, {**payload, "max_tokens": 512})
-    assert status == 200, msg
-    return msg["content"][0]["text"]
+async def rendered(payload: dict) -> str:
+    """The prompt text the server's chat template makes of a Messages request."""
+    app = await build_app()
+    try:
+        chat = to_chat_request(MessagesRequest.model_validate(payload))
+        model = app[STATE].model(MODEL)
+        return model.render_chat(chat.messages, tools=chat.tools, add_generation_prompt=not chat.continue_final,
+                                 continue_final_message=chat.continue_final, template_kwargs=chat.template_kwargs)
+    finally:
+        await stop_engines(app[STATE])
 
 
-async def test_prefill_continues_assistant_message(make_client: Any) -> None:
-    prompt = await echo_prompt(make_client, body(messages=[{"role": "user", "content": "Hello"},
-                                                           {"role": "assistant", "content": "Sure, here"}]))
-    assert prompt.startswith("user\nHello\nassistant\n") and prompt.endswith("Sure, here")  # no end of turn
+async def test_prefill_continues_assistant_message() -> None:
+    prompt = await rendered(body(messages=[{"role": "user", "content": "Hello"},
+                                           {"role": "assistant", "content": "Sure, here"}]))
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nSure, here")  # no end of turn
 
 
-async def test_conversation_rendering(make_client: Any) -> None:
-    prompt = await echo_prompt(make_client, body(system=[{"type": "text", "text": "Be terse."}], messages=[
+async def test_conversation_rendering() -> None:
+    turns = [
         {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "text", "text": "Now."}]},
         {"role": "assistant", "content": [
             {"type": "thinking", "thinking": "Use the tool.", "signature": "x"},
             {"type": "text", "text": "Checking."},
             {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
         {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no network", "is_error": True},
-            {"type": "text", "text": "Thanks"}]},
-    ], tools=[WEATHER_TOOL]))
-    assert prompt.index("Be terse.") < prompt.index('"name": "get_weather"')  # system, then the tools
-    assert "Weather?\nNow." in prompt
-    assert "<think>\nUse the tool.\n</think>" in prompt
-    assert 'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city":"Paris"}}' in prompt
-    assert "<tool_response>\nError: no network\n</tool_response>" in prompt
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no network", "is_error": True}]},
+    ]
+    prompt = await rendered(body(system=[{"type": "text", "text": "Be terse."}], messages=turns,
+                                 tools=[WEATHER_TOOL]))
+    assert prompt.startswith("<|im_start|>system\nBe terse.\n\n# Tools")
+    assert '"name": "get_weather"' in prompt
+    assert "<|im_start|>user\nWeather?\nNow.<|im_end|>" in prompt
+    assert ("<|im_start|>assistant\n<think>\nUse the tool.\n</think>\n\nChecking.\n<tool_call>\n"
+            '{"name": "get_weather", "arguments": {"city":"Paris"}}\n</tool_call><|im_end|>') in prompt
+    assert "<|im_start|>user\n<tool_response>\nError: no network\n</tool_response><|im_end|>" in prompt
+    # a tool result followed by text in one user turn: the result comes first, then the text
+    turns[2]["content"].append({"type": "text", "text": "Thanks"})
+    prompt = await rendered(body(messages=turns, tools=[WEATHER_TOOL]))
     assert prompt.index("</tool_response>") < prompt.index("Thanks")
 
 

@@ -91,3 +91,11 @@ def test_example_values_follow_schema() -> None:
     assert 2 <= v["n"] <= 3 and isinstance(v["flag"], bool) and v["mode"] == "fast"
     assert len(v["tags"]) == 2 and all(isinstance(t, str) for t in v["tags"]) and isinstance(v["maybe"], int)
     assert example_value(schema, "root", 12345) == v
+
+
+@needs_formats
+def test_unknown_parser_format_fails_at_startup() -> None:
+    with pytest.raises(ConfigError, match="unknown parser"):
+        make_engine(mocker_output="reasoning:no-such-parser")
+    with pytest.raises(ConfigError, match="unknown parser"):
+        make_engine(mocker_output="tool-calls:no-such-parser")

@@ -33,8 +33,9 @@ def run(sched: Scheduler, seqs: list[Sequence], max_steps: int = 10_000) -> tupl
         plan, failed = sched.schedule()
         assert not failed
         plans.append(plan)
-        for s in sched.complete(plan):
-            if s.finish:
+        sched.complete(plan)
+        for s in plan.seqs:
+            if s.finish and s.rid not in finished:
                 finished.append(s.rid)
     assert not sched.has_work(), "scheduler did not drain"
     return finished, plans

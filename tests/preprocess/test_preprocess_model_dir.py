@@ -123,6 +123,7 @@ def test_eos_ids_precedence(tmp_path: Path) -> None:
 def test_chat_template_sources(tmp_path: Path) -> None:
     named = [{"name": "tool_use", "template": "TOOLS"}, {"name": "default", "template": "DEFAULT {{ bos_token }}"}]
     d = _model_dir(tmp_path, tokenizer_config={"chat_template": named, "bos_token": "<s>", "model_max_length": 64})
+    assert load_model_dir(str(d) + "/").name == "model"  # default name: the directory's name
     info = load_model_dir(str(d), served_model_name="m")
     assert info.name == "m" and info.chat_template is not None
     assert info.chat_template.render([]) == "DEFAULT <s>"
@@ -131,7 +132,7 @@ def test_chat_template_sources(tmp_path: Path) -> None:
     custom = tmp_path / "custom.jinja"
     custom.write_text("CUSTOM {{ messages | length }}", encoding="utf-8")
     assert load_model_dir(str(d), chat_template_path=str(custom)).chat_template.render([1]) == "CUSTOM 1"
-    with pytest.raises(ConfigError, match="^--custom-jinja-template"):
+    with pytest.raises(ConfigError, match="^--chat-template"):
         load_model_dir(str(d), chat_template_path=str(tmp_path / "missing.jinja"))
 
 
@@ -147,5 +148,9 @@ def test_no_template_and_no_parsers(tmp_path: Path) -> None:
 
 def test_bad_template_syntax_is_config_error(tmp_path: Path) -> None:
     d = _model_dir(tmp_path, tokenizer_config={"chat_template": "{% if %}", "model_max_length": 64})
-    with pytest.raises(ConfigError, match="syntax error"):
+    with pytest.raises(ConfigError, match=r"^--model .*: chat template syntax error at line 1: "):
         load_model_dir(str(d))
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("ok\n{{ x + }}", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^--chat-template .*bad.jinja: chat template syntax error at line 2"):
+        load_model_dir(str(d), chat_template_path=str(bad))

@@ -1,0 +1,71 @@
+"""Admission control: bounded in-flight requests with a priority-ordered waiting queue (429 when full)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+
+from dynamo_mono.protocol.errors import ApiError
+
+
+class AdmissionQueue:
+    """At most `limit` holders at once; waiters are served by (priority - latency_sensitivity, arrival).
+
+    Lower priority values are more urgent (the API convention). A waiter whose queue wait would exceed
+    `max_wait`, or who arrives when `max_queue` are already waiting, is refused with 429 + Retry-After.
+    """
+
+    def __init__(self, limit: int | None, *, max_queue: int = 1024, max_wait: float | None = None,
+                 name: str = "server") -> None:
+        self.limit = limit
+        self.max_queue = max_queue
+        self.max_wait = max_wait
+        self.name = name
+        self.active = 0
+        self._heap: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, f in self._heap if not f.done())
+
+    async def acquire(self, priority: int = 0, latency_sensitivity: float | None = None) -> None:
+        if self.limit is None:
+            self.active += 1
+            return
+        if self.active < self.limit and not self.waiting:
+            self.active += 1
+            return
+        if self.waiting >= self.max_queue:
+            raise ApiError(429, f"{self.name} queue is full ({self.max_queue} waiting); try again later",
+                           headers={"Retry-After": "1"}, code="queue_full")
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        key = priority - (latency_sensitivity or 0.0)
+        heapq.heappush(self._heap, (key, next(self._seq), fut))
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.max_wait)
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled():  # granted at the same moment: give the slot back
+                self.release()
+            fut.cancel()
+            raise ApiError(429, f"request waited {time.monotonic() - started:.1f}s in the {self.name} queue "
+                           f"(limit {self.max_wait}s); try again later", headers={"Retry-After": "1"},
+                           code="queue_timeout") from None
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()
+            fut.cancel()
+            raise
+
+    def release(self) -> None:
+        """Free a slot and hand it to the most urgent live waiter."""
+        self.active -= 1
+        while self._heap and (self.limit is None or self.active < self.limit):
+            _, _, fut = heapq.heappop(self._heap)
+            if not fut.done():
+                self.active += 1
+                fut.set_result(None)
+                return
