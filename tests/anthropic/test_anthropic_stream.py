@@ -186,8 +186,10 @@ async def test_client_disconnect_mid_stream_frees_request(make_client: Any) -> N
     from dynamo_mono.http.state import STATE
 
     state = client.app[STATE]
-    r = await client.post("/v1/messages", json=body("Hello", max_tokens=2000, stream=True))
+    # LONG_ANSWER takes ~13 s to generate at speedup 1; a disconnect must end it at once.
+    r = await client.post("/v1/messages", json=body("LONG_ANSWER", max_tokens=4000, stream=True))
     await r.content.readuntil(b"event: content_block_delta")
+    assert state.inflight == 1
     r.close()
     for _ in range(200):
         if state.inflight == 0:

@@ -30,7 +30,9 @@ def test_load_wins_when_overlap_is_equal() -> None:
     cache(router, (1, 0), hashes)
     _, other = prompt(3, 8)
     router.select("busy", other, 8 * BS, pinned=(0, 0))  # (0, 0) now holds 8 active blocks
-    assert router.select("r", hashes, 8 * BS).key == (1, 0)
+    for i in range(20):  # not a lucky tie-break
+        assert router.select(f"r{i}", hashes, 8 * BS).key == (1, 0)
+        router.on_finish(f"r{i}")
 
 
 def test_large_overlap_beats_small_load_and_weight_zero_ignores_overlap() -> None:
@@ -88,9 +90,14 @@ def test_decode_blocks_threshold_uses_total_blocks() -> None:
     router.add_instance((0, 0), total_blocks=10)
     router.add_instance((1, 0))  # unknown capacity: never busy by blocks
     _, hashes = prompt(9, 6)
-    router.select("a", hashes, 6 * BS, pinned=(0, 0))
+    _, more = prompt(10, 12)
+    router.select("a", hashes, 6 * BS, pinned=(0, 0))  # 6 of 10 blocks: over the 0.5 threshold
+    router.select("b", more, 12 * BS, pinned=(1, 0))  # heavier, but not busy
     assert router.load()[(0, 0)]["active_decode_blocks"] == 6
+    assert router.is_busy((0, 0)) and not router.is_busy((1, 0))
     assert [router.select(f"r{i}", [], 1).key for i in range(3)] == [(1, 0)] * 3
+    router.on_finish("a")
+    assert router.select("r9", [], 1).key == (0, 0)
 
 
 async def test_wait_for_capacity_resolves_when_a_request_finishes() -> None:
