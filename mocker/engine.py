@@ -24,6 +24,7 @@ from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
 from mocker.options import MOCKER_OPTIONS
 from mocker.outputs import (
+    ordinary_token_ids,
     OutputMode,
     TokenSource,
     build_text,
@@ -100,7 +101,7 @@ class MockerEngine:
             raise ConfigError(f"--mocker-output={opts['mocker_output']}: unknown parser format ({exc})") from None
         vocab = args.vocab_size or getattr(self.tokenizer, "vocab_size", 0) or 32000
         specials = set(getattr(self.tokenizer, "special_ids", ()) or ()) | set(args.eos_token_ids or ())
-        allowed = np.array([i for i in range(vocab) if i not in specials], dtype=np.int64)
+        allowed = np.array(ordinary_token_ids(self.tokenizer, vocab, specials), dtype=np.int64)
         if len(allowed) == 0:
             raise ConfigError("mocker: the vocabulary has no ordinary (non-special) tokens to generate")
         self.allowed = allowed

@@ -336,3 +336,33 @@ def logprobs_for(token_id: int, pos: int, seed: int, n_top: int, allowed: np.nda
             cur -= 0.5 + ((h >> (len(top) % 48)) % 100) / 100.0
             top.append((t, cur))
     return lp, top
+
+
+_ORDINARY_CACHE: dict[tuple[int, int], list[int]] = {}
+
+
+def ordinary_token_ids(tokenizer: Any, vocab: int, specials: set[int]) -> list[int]:
+    """Token ids random text is drawn from: not special or added, and decoding alone to printable text.
+
+    Byte-level vocabularies hold tokens that are fragments of multi-byte characters or control bytes;
+    emitting those would make the mocker's text look broken (U+FFFD) in a way no real model's does.
+    """
+    key = (id(tokenizer), vocab)
+    cached = _ORDINARY_CACHE.get(key)
+    if cached is not None:
+        return cached
+    candidates = [i for i in range(vocab) if i not in specials]
+    hf = getattr(tokenizer, "hf", None)
+    if hf is not None:
+        added = set(hf.get_added_tokens_decoder())
+        candidates = [i for i in candidates if i not in added]
+        texts = hf.decode_batch([[i] for i in candidates], skip_special_tokens=False)
+    elif tokenizer is not None and hasattr(tokenizer, "decode"):
+        texts = [tokenizer.decode([i]) for i in candidates]
+    else:
+        texts = None
+    if texts is not None:
+        picked = [i for i, t in zip(candidates, texts) if t and "\ufffd" not in t and (t.isprintable() or set(t) <= {" ", "\n", "\t"})]
+        candidates = picked or candidates
+    _ORDINARY_CACHE[key] = candidates
+    return candidates

@@ -75,7 +75,7 @@ class BenchConfig:
     isl: Dist = field(default_factory=lambda: Dist("fixed", 512))
     osl: Dist = field(default_factory=lambda: Dist("fixed", 64))
     ignore_eos: bool | None = None  # None: on when OSL is fixed
-    eos_field: str = "both"  # where ignore_eos goes: top (vLLM/SGLang), nvext (Dynamo) or both
+    eos_field: str = "top"  # where ignore_eos goes: top-level (vLLM, SGLang, Dynamo 1.6.1, ours), nvext, or both
     workload: str = "random"  # random | shared-prefix | prefix-groups | trace:FILE
     prefix_len: int = 256  # shared-prefix / prefix-groups: tokens of the shared prefix
     num_groups: int = 8  # prefix-groups

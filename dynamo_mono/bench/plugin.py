@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ignore-eos", dest="ignore_eos", action="store_true", default=None,
                    help="force exactly max_tokens output tokens (default: on for a fixed OSL)")
     g.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false")
-    g.add_argument("--eos-field", choices=("top", "nvext", "both"), default="both",
-                   help="where ignore_eos is sent: top-level (vLLM/SGLang), nvext (Dynamo) or both (default)")
+    g.add_argument("--eos-field", choices=("top", "nvext", "both"), default="top",
+                   help="where ignore_eos is sent: top-level (default; vLLM, SGLang, Dynamo 1.6.1 and dynamo-mono "
+                        "take it), nvext.ignore_eos (Dynamo 1.6.1 rejects it with 400), or both")
     g.add_argument("--workload", default="random", help="random | shared-prefix | prefix-groups | trace:FILE (mooncake JSONL)")
     g.add_argument("--prefix-len", type=int, default=256, help="shared-prefix / prefix-groups: shared prefix tokens")
     g.add_argument("--num-groups", type=int, default=8, help="prefix-groups: number of distinct prefixes")

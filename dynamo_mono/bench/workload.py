@@ -77,7 +77,7 @@ class BodyMaker:
         if config.stream:
             self.base["stream_options"] = {"include_usage": True}
         if config.use_ignore_eos:
-            # Top-level is the vLLM/SGLang spelling, nvext the Dynamo one; dynamo-mono takes both.
+            # Top-level is understood by vLLM, SGLang, Dynamo 1.6.1 and dynamo-mono; Dynamo 1.6.1 rejects nvext.ignore_eos.
             if config.eos_field in ("top", "both"):
                 self.base["ignore_eos"] = True
             if config.eos_field in ("nvext", "both"):

@@ -238,7 +238,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
                 states.append(ChoiceState(idx, model.tokenizer, stops=params.stop,
                                           skip_special_tokens=params.skip_special_tokens,
                                           want_logprobs=params.logprobs is not None,
-                                          include_stop=params.include_stop_str_in_output))
+                                          include_stop=params.include_stop_str_in_output,
+                                          prompt_tail=ids[-5:]))
                 echoes.append((text if text is not None else model.tokenizer.decode(ids)) if req.echo else "")
         gen = Generation(model.pool, reqs, states, prompt_tokens, metrics=state.metrics, model=model.name,
                          admission=admission_queues(state, model), latency_sensitivity=params.latency_sensitivity)

@@ -93,8 +93,11 @@ class Router:
         """Make key routable (idempotent). kv_events=False: its engine publishes no KV events, so its
         cache is predicted from routing decisions; total_blocks / max_num_batched_tokens enable the
         busy thresholds that need them."""
-        predicted = (not self.use_kv_events) or kv_events is False
         known = self._instances.get(key)
+        if kv_events is None and known is not None:
+            predicted = known
+        else:
+            predicted = (not self.use_kv_events) or kv_events is False
         if known is not None and known != predicted:
             self.remove_instance(key)
             known = None

@@ -96,7 +96,8 @@ class ChatPipeline:
                                              registry=self.state.plugins)
             states.append(ChoiceState(i, model.tokenizer, stops=p.stop, skip_special_tokens=p.skip_special_tokens,
                                       parser=parser, want_logprobs=p.logprobs is not None,
-                                      include_stop=p.include_stop_str_in_output))
+                                      include_stop=p.include_stop_str_in_output,
+                                      prompt_tail=prompt.token_ids[-5:]))
         self.state.metrics.priority.labels(model.name).observe(p.priority)
         return Generation(model.pool, reqs, states, len(prompt.token_ids), metrics=self.state.metrics,
                           model=model.name, admission=admission_queues(self.state, model),

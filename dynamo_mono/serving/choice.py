@@ -31,10 +31,13 @@ class ChoiceState:
                  "include_stop")
 
     def __init__(self, index: int, tokenizer: Any, *, stops: list[str], skip_special_tokens: bool = True,
-                 parser: Any = None, want_logprobs: bool = False, include_stop: bool = False) -> None:
+                 parser: Any = None, want_logprobs: bool = False, include_stop: bool = False,
+                 prompt_tail: list[int] | tuple[int, ...] = ()) -> None:
         self.index = index
         self.tokenizer = tokenizer
-        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+        # the prompt's last tokens let SentencePiece-style decoders keep the first token's leading space
+        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens,
+                                            prompt_tail=prompt_tail)
         self.stops = StopMatcher(stops) if stops else None
         self.include_stop = include_stop
         self.parser = parser
@@ -66,6 +69,9 @@ class ChoiceState:
                 self.stop_reason = matched
         if finish is not None and self.stops is not None and self.stop_reason is None:
             text += self.stops.flush()
+            if self.stops.matched is not None:  # an overlapping stop completed inside held-back text
+                finish = "stop"
+                self.stop_reason = self.stops.matched
         if finish == "stop" and self.stop_reason is None and out.stop_token_id is not None:
             self.stop_reason = out.stop_token_id
         if self.want_logprobs and out.logprobs:

@@ -64,17 +64,11 @@ class ServedModel:
         for reserved in ("messages", "tools", "add_generation_prompt"):
             kwargs.pop(reserved, None)
         try:
-            text = template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt and
-                                   not continue_final_message, **kwargs)
+            return template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt and
+                                   not continue_final_message, continue_final_message=continue_final_message,
+                                   **kwargs)
         except TemplateError as exc:
             raise ApiError(400, f"chat template error: {exc}") from None
-        if continue_final_message and messages and messages[-1].get("role") == "assistant":
-            last = messages[-1].get("content")
-            if isinstance(last, str) and last:
-                idx = text.rfind(last)
-                if idx >= 0:
-                    text = text[: idx + len(last)]
-        return text
 
     async def tokenize(self, text: str) -> list[int]:
         tok = self.info.tokenizer

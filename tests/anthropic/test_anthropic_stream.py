@@ -191,8 +191,9 @@ async def test_client_disconnect_mid_stream_frees_request(make_client: Any) -> N
     await r.content.readuntil(b"event: content_block_delta")
     assert state.inflight == 1
     r.close()
+    engine = next(iter(state.models.values())).pool.instances[0].engine
     for _ in range(200):
-        if state.inflight == 0:
+        if state.inflight == 0 and engine.load_metrics()[0].running == 0:
             break
         await asyncio.sleep(0.01)
-    assert state.inflight == 0
+    assert state.inflight == 0 and engine.load_metrics()[0].running == 0

@@ -92,6 +92,33 @@ def bench_ingest(block_size: int, total_blocks: int, instances: int, batch_block
     return router, chains
 
 
+def bench_ingest_rehash(block_size: int, instances: int, batch_blocks: int, total_blocks: int = 1 << 16) -> None:
+    """Engines with their own hash function (vLLM, SGLang): the router re-hashes token ids."""
+    rng = random.Random(4)
+    router = make_router(block_size, instances)
+    batches = []
+    per_chain = PROMPT_TOKENS // block_size
+    eid = [0] * instances
+    for c in range(total_blocks // per_chain):
+        w = c % instances
+        tokens = [rng.randrange(150_000) for _ in range(PROMPT_TOKENS)]
+        theirs = [rng.getrandbits(64) for _ in range(per_chain)]
+        for i in range(0, per_chain, batch_blocks):
+            eid[w] += 1
+            ev = BlockStored(theirs[i:i + batch_blocks], theirs[i - 1] if i else None,
+                             tokens[i * block_size:(i + batch_blocks) * block_size])
+            batches.append(KvEventBatch(w, 0, eid[w], [ev]))
+    gc.disable()
+    t0 = time.perf_counter()
+    for b in batches:
+        router.on_kv_events(b)
+    dt = time.perf_counter() - t0
+    gc.enable()
+    assert router.indexer.size() == total_blocks // per_chain * per_chain
+    print(f"  ingest BlockStored x{batch_blocks} with token ids, engine's own hashes (re-hashed): "
+          f"{total_blocks / dt / 1e6:.2f} M block events/s")
+
+
 def bench_decisions(router: Router, chains: list[list[int]], block_size: int, n: int = 3000) -> None:
     rng = random.Random(2)
     chain_len = PROMPT_TOKENS // block_size
@@ -143,6 +170,7 @@ def main() -> None:
         print(f"block size {block_size} ({PROMPT_TOKENS // block_size} blocks per 4k prompt), "
               f"{args.blocks} blocks over {args.instances} instances")
         router, chains = bench_ingest(block_size, args.blocks, args.instances, batch_blocks=16)
+        bench_ingest_rehash(block_size, args.instances, batch_blocks=16)
         bench_decisions(router, chains, block_size)
         bench_hashing(block_size)
         del router, chains

@@ -38,6 +38,7 @@ def test_instance_without_events_is_predicted_beside_event_instances() -> None:
     _, b = prompt(4, 4)
     cache(router, (0, 0), a)
     router.select("x", b, 4 * BS, pinned=(5, 0))
+    router.add_instance((5, 0), total_blocks=100)  # idempotent re-add keeps its predictions
     assert router.find_matches(a) == {(0, 0): 4}
     assert router.find_matches(b) == {(5, 0): 4}
     router.remove_instance((5, 0))
