@@ -175,9 +175,13 @@ class Router:
             if allowed is None:
                 candidates = self._keys
             else:
+                if not isinstance(allowed, (set, frozenset, dict)):
+                    allowed = set(allowed)
                 candidates = [k for k in self._keys if k in allowed]
                 if not candidates:
                     raise NoInstance("no engine instance matches the requested worker_id / dp_rank")
+                if len(candidates) == len(self._keys):
+                    candidates = self._keys  # all allowed: use the precomputed load list
             if self.active.has_thresholds:
                 busy = self.active.is_busy
                 candidates = [k for k in candidates if not busy(k)]
@@ -234,10 +238,12 @@ class Router:
 
     # --- request lifecycle ----------------------------------------------------------------
     def on_dispatch(self, request_id: str, sel: Selection, num_tokens: int) -> None:
-        """Track a request on sel.key (select() already does this; calling it again re-points it)."""
+        """Track a request on sel.key; a no-op after select() chose sel.key, a move if tracked elsewhere."""
         predicted = self._instances.get(sel.key)
         if predicted is None:
             raise NoInstance(f"instance worker_id={sel.key[0]} dp_rank={sel.key[1]} is not available")
+        if self.active.tracked(request_id) == sel.key:
+            return  # already tracked there by select()
         self.active.start(request_id, sel.key, sel.block_hashes, num_tokens, sel.overlap_blocks)
         if predicted and self._kv:
             self.approx.record(sel.key, sel.block_hashes)

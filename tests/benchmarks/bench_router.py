@@ -130,11 +130,12 @@ def bench_decisions(router: Router, chains: list[list[int]], block_size: int, n:
     samples = []
     finds = []
     indexer = router.indexer
+    allowed = router.instances()  # the serving pool passes the ready instances as a list
     gc.disable()
     for i in range(n):
         p = prompts[i % len(prompts)]
         t0 = time.perf_counter_ns()
-        router.select(f"r{i}", p, PROMPT_TOKENS)
+        router.select(f"r{i}", p, PROMPT_TOKENS, allowed=allowed)
         t1 = time.perf_counter_ns()
         indexer.find_matches(p)
         t2 = time.perf_counter_ns()

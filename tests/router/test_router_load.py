@@ -71,3 +71,12 @@ def test_reselecting_a_request_moves_its_load() -> None:
     router.select("a", hashes, 8, pinned=(1, 0))  # e.g. migration to another instance
     load = router.load()
     assert load[(0, 0)]["active_requests"] == 0 and load[(1, 0)]["active_requests"] == 1
+
+
+def test_dispatch_after_select_does_not_double_count() -> None:
+    router = make_router(2)
+    _, hashes = prompt(8, 3)
+    sel = router.select("a", hashes, 12, allowed=[(0, 0), (1, 0)])
+    router.on_dispatch("a", sel, 12)
+    assert router.load()[sel.key]["active_requests"] == 1
+    assert router.load()[sel.key]["active_decode_blocks"] == 3
