@@ -201,20 +201,16 @@ def test_not_found_error(client: anthropic.Anthropic) -> None:
         client.messages.count_tokens(model="no-such-model", messages=MSG)
 
 
-def test_authentication_error(mocker_server, model_name: str) -> None:
-    url = mocker_server("--api-key", "sekret").url
+def test_authentication_and_size_errors(mocker_server, model_name: str) -> None:
+    url = mocker_server("--api-key", "sekret", "--max-body-size", "4096").url
     with _client(url, key="wrong") as c, pytest.raises(anthropic.AuthenticationError) as exc:
         c.messages.create(model=model_name, max_tokens=5, messages=MSG)
     assert exc.value.body["error"]["type"] == "authentication_error"
     with _client(url, key="sekret") as c:
         assert c.messages.create(model=model_name, max_tokens=5, messages=MSG).content
-
-
-def test_request_too_large(mocker_server, model_name: str) -> None:
-    url = mocker_server("--max-body-size", "4096").url
-    with _client(url) as c, pytest.raises(anthropic.ContentTooLargeError) as exc:
-        c.messages.create(model=model_name, max_tokens=5, messages=[{"role": "user", "content": "x" * 8000}])
-    assert exc.value.body["error"]["type"] == "request_too_large"
+        with pytest.raises(anthropic.ContentTooLargeError) as exc:
+            c.messages.create(model=model_name, max_tokens=5, messages=[{"role": "user", "content": "x" * 8000}])
+        assert exc.value.body["error"]["type"] == "request_too_large"
 
 
 def test_engine_failure_errors(mocker_server, model_name: str) -> None:

@@ -306,6 +306,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         blocks = BlockAssembler(stream=req.stream, omit_thinking=chat.omit_thinking,
                                 single_tool_call=chat.single_tool_call)
         if req.stream:
+            model.pool.preflight(gen.requests[0])  # no ready instance: an HTTP 503, not a stream that errors
             return await _stream_message(request, state, gen, blocks, mid, req.model, tracker)
         return await _unary_message(request, state, gen, blocks, mid, req.model)
 

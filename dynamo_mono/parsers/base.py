@@ -38,6 +38,9 @@ class ParsedDelta:
 class ReasoningParser:
     """Splits model text into reasoning and content; feed() per chunk, finish() once at the end."""
 
+    # True once every further chunk is plain content: OutputParser then skips feed() (hot path)
+    passthrough: bool = False
+
     def feed(self, text: str) -> tuple[str, str]:
         """Return (reasoning delta, content delta) for a chunk of model text."""
         raise NotImplementedError
@@ -49,6 +52,12 @@ class ReasoningParser:
 
 class ToolCallParser:
     """Finds tool calls in content text; feed() per chunk, finish() once at the end."""
+
+    # Hot-path hint: while `idle`, a chunk containing none of the characters in `firsts` is plain
+    # content and OutputParser need not call feed(). Parsers that do not keep these up to date
+    # leave idle False.
+    idle: bool = False
+    firsts: str = ""
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
         """Return (content delta, tool-call deltas) for a chunk of content text."""

@@ -50,7 +50,10 @@ class GptOssReasoningParser(ReasoningParser):
         self._p = _HarmonyChannels(max_hold)
 
     def feed(self, text: str) -> tuple[str, str]:
-        content, _ = self._p.feed(text)
+        p = self._p
+        if p.idle and "<" not in text:  # no harmony token can start here
+            return "", text
+        content, _ = p.feed(text)
         return self._reasoning(), content
 
     def finish(self) -> tuple[str, str]:

@@ -37,8 +37,9 @@ class StreamToolParser(ToolCallParser):
         self.types = param_types(tools)
         self.max_hold = max_hold
         self._all_markers = self.markers + self.lead_markers
-        self._firsts = "".join(sorted({m[0] for m in self.markers}))
+        self.firsts = "".join(sorted({m[0] for m in self.markers}))
         self._at_start = bool(self.lead_markers)
+        self.idle = not self._at_start
         self._buf = ""
         self._pos = 0
         self._gen: Gen | None = None
@@ -52,14 +53,15 @@ class StreamToolParser(ToolCallParser):
 
     # --- public ------------------------------------------------------------------------------
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
-        if self._gen is None and not self._buf and not self._at_start:
-            for ch in self._firsts:
+        if self.idle:
+            for ch in self.firsts:
                 if ch in text:
                     break
             else:
                 return text, []
         self._buf += text
         self._run()
+        self.idle = self._gen is None and not self._buf and not self._at_start
         return self._take()
 
     def finish(self) -> tuple[str, list[ToolCallDelta]]:
@@ -68,6 +70,7 @@ class StreamToolParser(ToolCallParser):
         if self._buf:
             self._content.append(self._buf)
             self._buf = ""
+        self.idle = False  # nothing may follow finish()
         return self._take()
 
     # --- driver ------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ _BEFORE, _INSIDE, _AFTER = 0, 1, 2
 class PassThroughReasoningParser(ReasoningParser):
     """Everything is content (thinking disabled, or a model whose think tags should stay in content)."""
 
+    passthrough = True
+
     def __init__(self, **_: Any) -> None:
         pass
 
@@ -82,6 +84,7 @@ class TagReasoningParser(ReasoningParser):
                 ):
                     return "", ""  # blanks or a partial start marker: may still open a block
                 self._state = _AFTER
+                self.passthrough = True
                 self._buf = ""
                 return "", buf
         if self._state == _INSIDE and self._strip_pending:
@@ -108,6 +111,7 @@ class TagReasoningParser(ReasoningParser):
                     cut, cut_len = i, len(m)
             if cut >= 0:
                 self._state = _AFTER
+                self.passthrough = True
                 self._buf = ""
                 return buf[:cut], buf[cut + cut_len:]
             keep = 0 if eof else partial_suffix(buf, self.ends)

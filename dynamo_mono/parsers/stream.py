@@ -17,14 +17,22 @@ class OutputParser:
         self.tools = tools
 
     def feed(self, text: str) -> ParsedDelta:
-        if self.reasoning is not None:
-            r, c = self.reasoning.feed(text)
-        else:
+        rp = self.reasoning
+        if rp is None or rp.passthrough:
             r, c = "", text
-        if self.tools is not None and c:
-            c, calls = self.tools.feed(c)
+        else:
+            r, c = rp.feed(text)
+        tp = self.tools
+        if tp is not None and c:
+            if tp.idle:
+                for ch in tp.firsts:
+                    if ch in c:
+                        break
+                else:
+                    return ParsedDelta(r, c, [])
+            c, calls = tp.feed(c)
             return ParsedDelta(r, c, calls)
-        return ParsedDelta(r, c)
+        return ParsedDelta(r, c, [])
 
     def finish(self) -> ParsedDelta:
         if self.reasoning is not None:

@@ -197,3 +197,10 @@ async def test_client_disconnect_mid_stream_frees_request(make_client: Any) -> N
             break
         await asyncio.sleep(0.01)
     assert state.inflight == 0 and engine.load_metrics()[0].running == 0
+
+
+async def test_no_instance_is_http_503_before_stream(make_client: Any) -> None:
+    client = await make_client(num_instances=0)
+    r = await client.post("/v1/messages", json=body("Hello", stream=True))
+    assert r.status == 503 and r.headers["Content-Type"].startswith("application/json")
+    assert (await r.json())["error"]["type"] == "overloaded_error"

@@ -23,7 +23,7 @@ def chunks(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def per_token_us(make, pieces: list[str], repeat: int = 5) -> float:
+def per_token_us(make, pieces: list[str], repeat: int = 15) -> float:
     best = float("inf")
     for _ in range(repeat):
         p = make()
@@ -36,8 +36,8 @@ def per_token_us(make, pieces: list[str], repeat: int = 5) -> float:
 
 
 def main() -> None:
-    pieces = chunks(100_000)
-    print(f"{len(pieces)} chunks of 1-4 chars, tag-free text; best of 5 runs; goal <= 2.00 us/token")
+    pieces = chunks(20_000)
+    print(f"{len(pieces)} chunks of 1-4 chars, tag-free text; best of 15 runs; goal <= 2.00 us/token")
     rows = [("baseline: loop calling a no-op", lambda: _Noop())]
     rows.append(("OutputParser(basic, hermes)", lambda: OutputParser(REASONING["basic"](), TOOL_CALL["hermes"](TOOLS))))
     for name in sorted(REASONING):
