@@ -77,7 +77,10 @@ class ServedModel:
         return tok.encode(text)
 
     def make_prompt(self, token_ids: list[int], text: str | None = None) -> Prompt:
-        return Prompt(token_ids, block_hashes(token_ids, self.block_size), text)
+        t0 = time.perf_counter()
+        hashes = block_hashes(token_ids, self.block_size)
+        self.pool.router.observe_block_hashing_ms((time.perf_counter() - t0) * 1000.0)
+        return Prompt(token_ids, hashes, text)
 
     def resolve_max_tokens(self, prompt_len: int, p: GenParams, cap: int | None) -> int:
         """max_tokens after the context check: 400 with both numbers when the request cannot fit."""

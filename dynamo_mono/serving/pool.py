@@ -51,6 +51,7 @@ class InstancePool:
         self.metrics = metrics
         self.instances: dict[int, Instance] = {}
         self.queued = 0
+        router.on_resync = self._resync
 
     # --- membership ------------------------------------------------------------------------
     def add(self, instance: Instance) -> None:
@@ -59,7 +60,15 @@ class InstancePool:
         snapshot = instance.engine.kv_snapshot() if instance.card.kv_events else None
         for key in instance.keys():
             own = [b for b in snapshot if b.dp_rank == key[1]] if snapshot else None
-            self.router.add_instance(key, own, total_blocks=instance.card.total_kv_blocks)
+            self.router.add_instance(key, own, total_blocks=instance.card.total_kv_blocks,
+                                     max_num_batched_tokens=instance.card.max_num_batched_tokens,
+                                     kv_events=instance.card.kv_events)
+
+    def _resync(self, key: InstanceKey) -> None:
+        """The router saw a gap in an instance's KV event ids: rebuild its index from a snapshot."""
+        inst = self.instances.get(key[0])
+        if inst is not None:
+            self.router.resync_instance(key, [b for b in inst.engine.kv_snapshot() if b.dp_rank == key[1]])
 
     def remove(self, worker_id: int) -> Instance | None:
         inst = self.instances.pop(worker_id, None)

@@ -6,7 +6,7 @@ import pytest
 
 from dynamo_mono.parsers.formats import format_tool_calls
 from dynamo_mono.parsers.plugin import REASONING, TOOL_CALL
-from dynamo_mono.parsers.stream import build_output_parser
+from dynamo_mono.parsers.stream import build_output_parser, merge
 from dynamo_mono.plugins import get_plugins
 from tests.parsers.helpers import TOOLS, strip_ids
 
@@ -46,9 +46,6 @@ def test_named_tool_choice_keeps_only_that_function_reindexed():
     deltas = [p.feed(ch) for ch in text] + [p.finish()]
     indexes = {tc.index for d in deltas for tc in d.tool_calls}
     assert indexes == {0}
-    _, _, calls = strip_ids(p.parse_complete(text)) if False else (None, None, None)
-    from dynamo_mono.parsers.stream import merge
-
     assert strip_ids(merge(deltas))[2] == [("get_weather", '{"city": "x"}')]
 
 
