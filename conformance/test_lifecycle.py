@@ -233,8 +233,9 @@ async def test_request_id_echoed_everywhere_and_generated(server) -> None:
             assert r.headers["x-request-id"] != "x" * 500  # unbounded ids are replaced, not echoed
 
 
-async def test_same_client_request_id_on_concurrent_requests(server) -> None:
+async def test_same_client_request_id_on_concurrent_requests(make_server) -> None:
     """A client reusing one x-request-id for parallel requests must not make them collide in the engine."""
+    server = make_server("--speedup-ratio", "1")
     async with aiohttp.ClientSession() as s:
         async def call(stream: bool) -> str:
             async with s.post(server.url + CHAT, json=_chat(40, stream=stream),

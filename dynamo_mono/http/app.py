@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from dynamo_mono.http import openai_routes, system_routes
-from dynamo_mono.http.middleware import draining, errors, make_auth, make_cors, request_ids
+from dynamo_mono.http.middleware import (add_response_headers, draining, errors, make_auth, make_cors,
+                                         request_ids)
 from dynamo_mono.http.state import STATE, ServerState
 
 
@@ -17,6 +18,7 @@ def create_app(state: ServerState) -> web.Application:
         middlewares=[request_ids, errors, make_cors(s.cors_origins), make_auth(s.api_key), draining],
     )
     app[STATE] = state
+    app.on_response_prepare.append(add_response_headers)
     system_routes.add_routes(app)
     openai_routes.add_routes(app)
     if s.anthropic_api:

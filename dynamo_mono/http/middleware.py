@@ -15,6 +15,14 @@ from dynamo_mono.protocol.errors import ApiError
 
 log = logging.getLogger("dynamo_mono.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RESPONSE_HEADERS = "response_headers"  # request key: headers every response to this request carries
+
+
+async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: put the middlewares' headers on every response, streams and errors included."""
+    extra = request.get(RESPONSE_HEADERS)
+    if extra:
+        response.headers.update(extra)
 
 
 def flavor_of(path: str) -> str:
@@ -68,10 +76,8 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
     if not rid or len(rid) > 128 or not rid.isprintable():
         rid = uuid.uuid4().hex
     request["request_id"] = rid
-    resp = await handler(request)
-    if not resp.prepared:
-        resp.headers["x-request-id"] = rid
-    return resp
+    request[RESPONSE_HEADERS] = {"x-request-id": rid}
+    return await handler(request)
 
 
 def make_auth(api_key: str | None):
@@ -100,18 +106,19 @@ def make_cors(origins: str | None):
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        ok = bool(origin) and ("*" in allowed or origin in allowed)
-        if request.method == "OPTIONS" and ok and "Access-Control-Request-Method" in request.headers:
-            resp: web.StreamResponse = web.Response(status=204)
-        else:
-            resp = await handler(request)
-        if ok and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
-            resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, x-api-key, x-request-id, " \
-                                                           "anthropic-version"
-            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            resp.headers["Vary"] = "Origin"
-        return resp
+        if not origin or not ("*" in allowed or origin in allowed):
+            return await handler(request)
+        # Set on the request, not the response: streams are prepared inside the handler and errors are made
+        # outside this middleware, and both need the headers (add_response_headers applies them).
+        request.setdefault(RESPONSE_HEADERS, {}).update({
+            "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, x-api-key, x-request-id, anthropic-version",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Vary": "Origin",
+        })
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204)
+        return await handler(request)
 
     return cors
 

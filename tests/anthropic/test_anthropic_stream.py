@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -65,8 +66,6 @@ def assemble(events: list[tuple[str, dict]]) -> list[dict]:
             assert data["index"] == open_index
             open_index = None
     assert open_index is None
-    import json
-
     for b in blocks:
         raw = b.pop("_json")
         if b["type"] == "tool_use":

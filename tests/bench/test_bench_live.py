@@ -36,7 +36,9 @@ def test_closed_loop_counts_and_percentiles(server):
     assert (r.completed, r.failed) == (20, 0) and r.model == "tiny-chatml"
     assert r.mean_output_tokens == 16 and r.mean_prompt_tokens == 128  # server's own usage counts
     assert 0 < r.ttft_ms["p50"] <= r.ttft_ms["p90"] <= r.ttft_ms["p99"] <= r.e2e_ms["max"]
-    assert r.e2e_ms["p50"] >= r.ttft_ms["p50"] and len(r.itl_s) == 20 * 15
+    assert r.e2e_ms["p50"] >= r.ttft_ms["p50"]
+    # One gap per text chunk after the first; a token that decodes to an incomplete UTF-8 char joins the next chunk.
+    assert 20 * 10 <= len(r.itl_s) <= 20 * 15
     assert r.goodput_req_per_s == pytest.approx(r.req_per_s)
     assert r.server_cpu_ms_per_req is not None and r.server_cpu_ms_per_req >= 0 and r.client_cpu_ms_per_req > 0
 

@@ -31,3 +31,29 @@ def test_build_result_counts_errors_and_goodput():
 def test_failed_request_never_meets_slo():
     assert not meets_slo(RequestRecord(0.0, 1, 1, ttft=0.001, e2e=0.001), None, None)
     assert meets_slo(_ok(0.001, 0.002), None, None)
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    import sys
+
+    import pytest
+
+    from dynamo_mono.bench.plot import PlotUnavailable, plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    r = build_result([_ok(0.01, 0.1)], duration_s=1.0, url="u", model="m", api="chat", concurrency=1, request_rate=None)
+    with pytest.raises(PlotUnavailable, match="pip install"):
+        plot([r], str(tmp_path / "x.png"))
+
+
+def test_plot_writes_png(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from dynamo_mono.bench.plot import plot
+
+    rs = [build_result([_ok(0.01 * c, 0.1 * c) for _ in range(5)], duration_s=1.0, url="u", model="m", api="chat",
+                       concurrency=c, request_rate=None) for c in (1, 4)]
+    out = tmp_path / "p.png"
+    plot(rs, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
