@@ -158,7 +158,6 @@ async def _one_random_client(s: aiohttp.ClientSession, url: str, rng: random.Ran
         return "hung_up"
 
 
-@pytest.mark.slow
 async def test_random_disconnects_leak_nothing(make_server) -> None:
     srv = make_server("--speedup-ratio", "1")
     rng = random.Random(1234)
@@ -178,8 +177,11 @@ async def test_random_disconnects_leak_nothing(make_server) -> None:
         assert not any(idle.values()), f"leaked after disconnects: {idle}"
         async with s.post(srv.url + CHAT, json=_chat(4)) as r:
             assert r.status == 200
+        async with s.get(srv.url + "/metrics") as r:
+            disconnected = _metric(await r.text(), "dynamo_frontend_disconnected_clients")
     print(f"\n{total} requests with random disconnects at concurrency {concurrency}: {elapsed:.1f}s {outcomes}")
     assert outcomes.get("hung_up", 0) > total // 4 and outcomes.get("complete", 0) > total // 10
+    assert disconnected > total // 10, "hang-ups were not seen as disconnects"
     assert "internal server error" not in srv.log() and "Traceback" not in srv.log()
 
 

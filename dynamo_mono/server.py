@@ -109,7 +109,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
     state = await build_state(settings, plugins)
     app = create_app(state)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=1.0)  # drain is done above, by us
+                           shutdown_timeout=0.1)  # drain is done above, by us
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()

@@ -24,7 +24,7 @@ from aiohttp import web
 from dynamo_mono.engine import EngineError
 from dynamo_mono.http.body import read_json, validate
 from dynamo_mono.http.middleware import json_response
-from dynamo_mono.http.openai_routes import _engine_failure, _timeout
+from dynamo_mono.http.failures import engine_failure, request_timeout
 from dynamo_mono.http.sse import named_event, open_stream
 from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.http.tracking import RequestTracker
@@ -314,11 +314,11 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 async def _unary_message(request: web.Request, state: ServerState, gen: Generation, blocks: BlockAssembler,
                          mid: str, model_name: str) -> web.Response:
     try:
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 blocks.add(step)
     except (EngineError, TimeoutError) as exc:
-        raise _engine_failure(exc) from None
+        raise engine_failure(exc) from None
     finally:
         gen.observe()
     blocks.finish()
@@ -331,7 +331,12 @@ async def _unary_message(request: web.Request, state: ServerState, gen: Generati
 async def _first_step(it: AsyncIterator[Step]) -> asyncio.Task:
     """Start the first pull; routing refusals (429/503) raised at once still become an HTTP status."""
     task = asyncio.ensure_future(it.__anext__())
-    await asyncio.wait({task}, timeout=0)
+    try:
+        await asyncio.wait({task}, timeout=0)
+    except asyncio.CancelledError:  # client gone: stop the pull, or closing `it` finds it still running
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
     if task.done() and isinstance(task.exception(), ApiError):
         raise task.exception()  # type: ignore[misc]
     return task
@@ -351,7 +356,7 @@ async def _stream_message(request: web.Request, state: ServerState, gen: Generat
             "usage": {"input_tokens": gen.prompt_tokens, "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0, "output_tokens": 0}}}
         await resp.write(named_event("message_start", start) + PING)
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             waiting = True
             while waiting:  # until the first token: wait on the pull, pinging every PING_INTERVAL_S
                 if pending is None:
@@ -378,7 +383,7 @@ async def _stream_message(request: web.Request, state: ServerState, gen: Generat
             "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
             "usage": _usage(gen)}) + named_event("message_stop", {"type": "message_stop"}))
     except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else _engine_failure(exc)
+        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
         if resp is None:
             raise err from None
         tracker.fail(err.code or f"http_{err.status}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import uuid
@@ -62,7 +63,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except (ConnectionResetError, web.HTTPClientError):
+    except ConnectionResetError:
+        # The client went away mid-response (a write hit the closed socket before aiohttp cancelled us):
+        # end like that cancellation does, instead of aiohttp logging a traceback per disconnect.
+        raise asyncio.CancelledError from None
+    except web.HTTPClientError:
         raise
     except Exception:
         log.exception("request %s %s failed", request.method, request.path)

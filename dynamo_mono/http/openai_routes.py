@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dynamo_mono.engine import EngineError
 from dynamo_mono.http.body import read_json, validate
+from dynamo_mono.http.failures import engine_failure, request_timeout
 from dynamo_mono.http.middleware import json_response
 from dynamo_mono.http.sse import DONE, data_event, open_stream
 from dynamo_mono.http.state import STATE, ServerState
@@ -21,16 +22,6 @@ from dynamo_mono.serving.chat import ChatPipeline, admission_queues, check_tool_
 from dynamo_mono.serving.choice import ChoiceState, Step
 from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.params import check_limits, engine_requests, from_openai
-
-
-def _timeout(state: ServerState) -> float | None:
-    return state.settings.request_timeout
-
-
-def _engine_failure(exc: BaseException) -> ApiError:
-    if isinstance(exc, TimeoutError):
-        return ApiError(504, "request timed out", code="request_timeout")
-    return ApiError(503, f"generation failed: {exc}", code="engine_error", headers={"Retry-After": "1"})
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -98,7 +89,7 @@ async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name:
     calls: list[dict[int, dict]] = [{} for _ in range(n)]
     logprobs: list[list | None] = [None] * n
     try:
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 i = step.index
                 if step.content:
@@ -117,7 +108,7 @@ async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name:
                     lp = _chat_logprobs(step)
                     logprobs[i] = (logprobs[i] or []) + lp["content"]
     except (EngineError, TimeoutError) as exc:
-        raise _engine_failure(exc) from None
+        raise engine_failure(exc) from None
     choices = []
     for i, st in enumerate(gen.states):
         msg: dict[str, Any] = {"role": "assistant", "content": "".join(content[i]) if content[i] or not calls[i]
@@ -145,7 +136,7 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
                                                 "finish_reason": finish}]})
 
     try:
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 i = step.index
                 delta: dict[str, Any] = {}
@@ -171,7 +162,7 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
             tail = data_event({**head, "choices": [], "usage": gen.usage()})
         await resp.write(tail + DONE)
     except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else _engine_failure(exc)
+        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
         tracker.fail(err.code or "engine_error")
         await resp.write(data_event(err.openai_body()) + DONE)
     return resp
@@ -260,7 +251,7 @@ async def _unary_completion(state: ServerState, gen: Generation, rid: str, model
     logprobs: list[dict | None] = [None] * n
     offsets = [len(e) for e in echoes]
     try:
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 i = step.index
                 if step.content:
@@ -273,7 +264,7 @@ async def _unary_completion(state: ServerState, gen: Generation, rid: str, model
                         for k in lp:
                             logprobs[i][k].extend(lp[k])
     except (EngineError, TimeoutError) as exc:
-        raise _engine_failure(exc) from None
+        raise engine_failure(exc) from None
     choices = [{"index": i, "text": "".join(texts[i]), "logprobs": logprobs[i], "finish_reason": st.finish_reason,
                 "stop_reason": st.stop_reason} for i, st in enumerate(gen.states)]
     return json_response({"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name,
@@ -287,7 +278,7 @@ async def _stream_completion(request: web.Request, state: ServerState, gen: Gene
     offsets = [len(e) for e in echoes]
     pending_echo = list(echoes)
     try:
-        async with asyncio.timeout(_timeout(state)):
+        async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 i = step.index
                 text = step.content
@@ -300,7 +291,7 @@ async def _stream_completion(request: web.Request, state: ServerState, gen: Gene
         tail = data_event({**head, "choices": [], "usage": gen.usage()}) if include_usage else b""
         await resp.write(tail + DONE)
     except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else _engine_failure(exc)
+        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
         tracker.fail(err.code or "engine_error")
         await resp.write(data_event(err.openai_body()) + DONE)
     return resp

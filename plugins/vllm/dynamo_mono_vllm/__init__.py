@@ -1,0 +1,1 @@
+"""dynamo-mono vLLM engine plugin."""
