@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dynamo_mono.config import Option
+from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
 MiB = 1024 * 1024
 
@@ -67,4 +68,5 @@ LIFECYCLE_OPTIONS = [
            min=0),
 ]
 
-CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS]
+CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
+                              *SERVER_WORKER_OPTIONS]

@@ -41,7 +41,7 @@ async def build_state(settings: Settings, plugins: Any) -> ServerState:
         reg = plugins.get("engine", settings.engine)
     except LookupError as exc:
         raise ConfigError(f"invalid --engine={settings.engine!r}: {exc}") from None
-    missing = reg.missing()
+    missing = reg.missing() if settings.num_instances else []  # remote workers bring their own engine
     if missing:
         hint = f"; install with: {reg.install_hint}" if reg.install_hint else ""
         raise ConfigError(f"engine {settings.engine!r} needs {', '.join(missing)}, which is not installed{hint}")
@@ -51,10 +51,15 @@ async def build_state(settings: Settings, plugins: Any) -> ServerState:
     state = ServerState(settings=settings, metrics=metrics, plugins=plugins,
                         admission=_admission(settings, settings.max_inflight_requests, "server"))
     engines = []
+    options = settings.as_dict()
+    # Engines with passthrough_args get the unknown CLI args; option_sources tells an engine which
+    # values the user gave (cli/env) versus another engine's default for a shared option name.
+    options["extra_args"] = list(settings.extra_args)
+    options["option_sources"] = {name: settings.source(name) for name in settings.as_dict()}
     for i in range(settings.num_instances):
         args = EngineArgs(model_path=info.path, served_model_name=info.name, instance_id=i,
                           max_model_len=info.max_model_len, eos_token_ids=list(info.eos_token_ids),
-                          vocab_size=info.tokenizer.vocab_size, options=settings.as_dict(),
+                          vocab_size=info.tokenizer.vocab_size, options=dict(options),
                           tokenizer=info.tokenizer)
         engines.append(reg.factory(args))
     await asyncio.gather(*(e.start() for e in engines))
@@ -66,6 +71,8 @@ async def build_state(settings: Settings, plugins: Any) -> ServerState:
     block_size = card.block_size if card else settings.get("block_size", 16) or 16
     router = Router(settings, block_size=block_size, registry=metrics.registry, model=info.name)
     pool = InstancePool(info.name, router, migration_limit=settings.migration_limit, metrics=metrics)
+    pool.conditional_disagg = settings.router_conditional_disagg
+    pool.disagg_min_prefill_tokens = settings.disagg_min_prefill_tokens
     for i, engine in enumerate(engines):
         pool.add(Instance(worker_id=i, engine=engine, card=engine.model_card()))
     state.models[info.name] = ServedModel(info.name, info, pool, reasoning_parser=reasoning, tool_call_parser=tool,
@@ -106,10 +113,21 @@ async def stop_engines(state: ServerState) -> None:
 async def serve(settings: Settings, plugins: Any) -> None:
     """Run until SIGTERM/SIGINT; then drain in-flight requests up to --shutdown-timeout and exit."""
     t0 = time.perf_counter()
+    if settings.num_instances == 0 and not settings.worker_token:
+        raise ConfigError("--num-instances 0 serves only remote workers: set --worker-token (or DYN_WORKER_TOKEN)")
     state = await build_state(settings, plugins)
+    workers = None
+    if settings.worker_token:
+        from dynamo_mono.worker.registry import WorkerRegistry, start_args
+
+        workers = WorkerRegistry(state, **start_args(settings))
+        await workers.start()
     app = create_app(state)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=0.1)  # drain is done above, by us
+    if workers is not None:
+        workers.add_routes(app)
+    # The drain is ours (below); aiohttp's own grace period would add up to twice this again per request
+    # still running after --shutdown-timeout, so keep it short: such requests are cut off at once.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
@@ -136,5 +154,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
     if state.inflight:
         log.warning("aborting %d request(s) still in flight", state.inflight)
     await site.stop()
+    if workers is not None:
+        await workers.stop()
     await runner.cleanup()
     await stop_engines(state)

@@ -19,7 +19,9 @@ from dynamo_mono.engine import (
     ModelCard,
     TokenLogprob,
 )
+from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.kv_events import KvEventBatch
+from mocker.disagg import DisaggAgent, import_blocks
 from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
 from mocker.options import MOCKER_OPTIONS
@@ -126,10 +128,13 @@ class MockerEngine:
         self.requests: dict[str, list[Sequence]] = {}
         self._arrival = 0
         self._stopped = False
+        self.disagg = DisaggAgent(opts) if opts["disaggregation_mode"] != "agg" else None
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._stopped = False
+        if self.disagg is not None:
+            await self.disagg.start()
         if self.opts["startup_time"]:
             await asyncio.sleep(float(self.opts["startup_time"]))
 
@@ -148,6 +153,8 @@ class MockerEngine:
                 await t
             except asyncio.CancelledError:
                 pass
+        if self.disagg is not None:
+            await self.disagg.stop()
 
     def model_card(self) -> ModelCard:
         return ModelCard(
@@ -166,7 +173,8 @@ class MockerEngine:
             supports_n=False,
             supports_logprobs=True,
             kv_events=True,
-            extra={"engine": "mocker", "speedup_ratio": self.speedup, "output": self.opts["mocker_output"]},
+            extra={"engine": "mocker", "speedup_ratio": self.speedup, "output": self.opts["mocker_output"],
+                   **(self.disagg.card_extra() if self.disagg is not None else {})},
         )
 
     def healthy(self) -> bool:
@@ -287,6 +295,9 @@ class MockerEngine:
         k = max(0, min(k, len(request.token_ids) - 1))
         original = request.token_ids[:-k] if k else request.token_ids
         seed = request_seed(request, original)
+        transfer = request.extra.get("kv_transfer") if request.extra else None
+        if transfer is not None and self.disagg is not None and self.prefix_caching:
+            await self._pull_kv(rank, transfer, original)
         fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
         self._arrival += 1
         seq = Sequence(
@@ -339,6 +350,9 @@ class MockerEngine:
                 else:
                     out.finish_reason = fin
                     out.stop_token_id = seq.stop_token_id
+                    key = request.extra.get("kv_key") if request.extra else None
+                    if key is not None and self.disagg is not None and self.disagg.mode == "prefill":
+                        self.disagg.publish(key, self.ranks[rank].kv, seq.hashes[:seq.prompt_len // self.block_size])
                 yield out
                 return
         finally:
@@ -352,6 +366,15 @@ class MockerEngine:
                     pass
                 if not lst:
                     del self.requests[seq.rid]
+
+    async def _pull_kv(self, rank: int, transfer: dict, prompt: list[int]) -> None:
+        """Decode side of disaggregation: pull the prompt's blocks and enter them into the prefix cache."""
+        n = min(int(transfer.get("num_blocks", 0)), len(prompt) // self.block_size)
+        hashes = block_hashes(prompt[:n * self.block_size], self.block_size)
+        if await self.disagg.pull(transfer, hashes):
+            kv = self.ranks[rank].kv
+            import_blocks(kv, hashes, prompt[:n * self.block_size])
+            self._flush(rank)
 
     def _logprobs(self, toks: list[int], pos0: int, seed: int, n_top: int) -> list[TokenLogprob]:
         allowed = self.allowed

@@ -2,8 +2,9 @@
 
 Semantics follow vLLM v1's BlockPool / FreeKVCacheBlockQueue:
 - every block with ref count 0 sits in the free queue; allocation takes the head (least recently freed);
-- a freed sequence's blocks are appended in reverse order, so its suffix blocks are evicted before
-  the prefix blocks other requests are more likely to share;
+- a freed sequence's cached blocks are appended in reverse order, so its suffix blocks are evicted before
+  the prefix blocks other requests are more likely to share; its uncached blocks (the partial last one)
+  go to the head, to be reused before any cached block is evicted;
 - a cached block that is hit while free is taken out of the free queue (it becomes active again);
 - a cached block is only evicted (BlockRemoved) when the free queue hands it out for reuse.
 
@@ -126,20 +127,27 @@ class KvManager:
         return True
 
     def free_blocks(self, blocks: list[int]) -> None:
-        """Drop one reference to each block; blocks reaching 0 join the free queue tail, last block first."""
+        """Drop one reference to each block, last block first. Like vLLM (>= 0.11), cached blocks reaching 0
+        join the free queue tail (LRU eviction) and uncached ones its head (reused first, sparing cached ones)."""
         ref = self.ref
         free = self.free
         blk_hash = self.blk_hash
         released: list[int] | None = [] if self.trace else None
+        reuse_first: list[int] = []
         for b in reversed(blocks):
             r = ref[b] - 1
             ref[b] = r
             if r == 0:
-                free[b] = None
                 if blk_hash[b] is not None:
+                    free[b] = None
                     self.cached_free += 1
+                else:
+                    reuse_first.append(b)
                 if released is not None:
                     released.append(b)
+        for b in reversed(reuse_first):  # reuse_first[0] ends up at the head
+            free[b] = None
+            free.move_to_end(b, last=False)
         blocks.clear()
         if released:
             self._trace("free", released)

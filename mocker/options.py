@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dynamo_mono.config import Option
+from mocker.disagg import DISAGG_OPTIONS
 
 _G = "engine: mocker"
 
@@ -26,4 +27,5 @@ MOCKER_OPTIONS: list[Option] = [
     Option("mocker_fault_instances", str, None,
            "comma-separated instance ids that --mocker-fail-after applies to (default all)", _G),
     Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
+    *DISAGG_OPTIONS,
 ]

@@ -305,7 +305,8 @@ def _model_obj(m) -> dict:
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return json_response({"object": "list", "data": [_model_obj(m) for m in state.models.values()]})
+    return json_response({"object": "list", "data": [_model_obj(m) for m in state.models.values()
+                                                                  if m.pool.instances]})
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,9 +96,17 @@ def check_limits(p: GenParams, *, max_n: int, max_stops: int, max_top_logprobs: 
                        param="min_tokens")
 
 
+_ENGINE_SEQ = itertools.count(1)
+
+
 def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_hashes: list[int],
                     p: GenParams, max_tokens: int, eos_token_ids: list[int]) -> list[EngineRequest]:
-    """One EngineRequest per choice (the frontend fans out n)."""
+    """One EngineRequest per choice (the frontend fans out n), with server-unique ids.
+
+    `request_id` comes from the client (x-request-id, body `request_id`), which may reuse one across
+    concurrent requests; the router's load tracking and engine aborts are keyed by it, so each gets a suffix.
+    """
+    request_id = f"{request_id}.{next(_ENGINE_SEQ):x}"
     out = []
     for i in range(p.n):
         sampling = SamplingParams(

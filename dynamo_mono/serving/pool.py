@@ -31,6 +31,11 @@ class Instance:
     def keys(self) -> list[InstanceKey]:
         return [(self.worker_id, r) for r in range(self.card.dp_size)]
 
+    @property
+    def role(self) -> str:
+        """Disaggregation role: "agg" (whole requests), "prefill" (prompt + first token) or "decode"."""
+        return self.card.extra.get("disaggregation_mode", "agg")
+
     def usable(self, now: float) -> bool:
         return now >= self.disabled_until and self.engine.healthy()
 
@@ -41,6 +46,9 @@ class InstancePool:
     # An instance failing this many requests in a row is taken out of routing for a while.
     FAILURE_THRESHOLD = 3
     FAILURE_COOLDOWN_S = 2.0
+    # Disaggregated serving; the server sets these from --router-conditional-disagg / --disagg-min-prefill-tokens.
+    conditional_disagg = False
+    disagg_min_prefill_tokens = 0
 
     def __init__(self, model: str, router: Router, *, migration_limit: int = 0,
                  queue_timeout: float | None = None, metrics=None) -> None:
@@ -100,7 +108,7 @@ class InstancePool:
                                f"(dp size {inst.card.dp_size})", param="nvext.dp_rank")
             keys = [(inst.worker_id, req.dp_rank)] if req.dp_rank is not None else inst.keys()
             return (keys[0] if len(keys) == 1 else None), keys
-        keys = [k for i in self.instances.values() if i.usable(now) for k in i.keys()]
+        keys = [k for i in self.instances.values() if i.usable(now) and i.role != "prefill" for k in i.keys()]
         if req.dp_rank is not None:
             keys = [k for k in keys if k[1] == req.dp_rank]
             if not keys:
@@ -155,6 +163,14 @@ class InstancePool:
         attempts = 0
         generated: list[int] = []
         original = req
+        if any(i.role == "prefill" for i in self.instances.values()):
+            handoff = await self._prefill_remotely(req)
+            if handoff is not None:
+                first, req = handoff
+                generated.extend(first.token_ids)
+                yield first
+                if req is None:  # the first token ended the request
+                    return
         while True:
             sel = await self._select(req)
             inst = self.instances.get(sel.key[0])
@@ -196,6 +212,65 @@ class InstancePool:
             req = self._migrated(original, generated)
             card = inst.card
             req.block_hashes = block_hashes(req.token_ids, card.block_size)
+
+    async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput, EngineRequest | None] | None:
+        """Disaggregation: run the prompt on a prefill instance; returns its first output and the decode
+        request that pulls the prompt's KV from it, or None to prefill on the decode instance instead."""
+        if req.stop.max_tokens <= 1 or req.worker_id is not None or req.extra.get("migrated_output_tokens"):
+            return None
+        now = time.monotonic()
+        usable = [i for i in self.instances.values() if i.usable(now)]
+        prefill = [k for i in usable if i.role == "prefill" for k in i.keys()]
+        decode = [k for i in usable if i.role != "prefill" for k in i.keys()]
+        if not prefill or not decode:
+            return None
+        bs = self.router.block_size
+        hashes = req.block_hashes if req.block_hashes is not None else block_hashes(req.token_ids, bs)
+        if self.conditional_disagg:
+            overlaps = self.router.find_matches(hashes)
+            cached = max((overlaps.get(k, 0) for k in decode), default=0) * bs
+            if len(req.token_ids) - cached < self.disagg_min_prefill_tokens:
+                return None
+        try:
+            sel = self.router.select(req.request_id, hashes, len(req.token_ids), allowed=prefill)
+        except NoInstance:
+            return None
+        if sel is None:  # every prefill instance is busy: prefill on the decode instance
+            return None
+        inst = self.instances[sel.key[0]]
+        key = f"{req.request_id}/{req.choice_index}"
+        preq = replace(req, stop=replace(req.stop, max_tokens=1, min_tokens=min(1, req.stop.min_tokens)),
+                       extra={**req.extra, "kv_key": key}, dp_rank=sel.key[1])
+        first = EngineOutput()
+        try:
+            async for out in inst.engine.generate(preq):
+                if out.finish_reason == "error":
+                    log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
+                                req.request_id, inst.worker_id, out.error)
+                    return None
+                first.token_ids.extend(out.token_ids)
+                if out.logprobs:
+                    first.logprobs = (first.logprobs or []) + out.logprobs
+                for name in ("prompt_tokens", "cached_tokens", "stop_token_id"):
+                    if getattr(out, name) is not None:
+                        setattr(first, name, getattr(out, name))
+                if out.finish_reason is not None:
+                    first.finish_reason = out.finish_reason
+                    break
+        except EngineError as exc:
+            log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
+                        req.request_id, inst.worker_id, exc)
+            return None
+        finally:
+            self.router.on_finish(req.request_id)
+        if first.finish_reason != "length":  # a stop token (or nothing at all) ended it at the first token
+            return (first, None) if first.finish_reason is not None else None
+        first.finish_reason = None
+        dreq = self._migrated(req, first.token_ids)
+        dreq.extra["kv_transfer"] = {"endpoint": inst.card.extra.get("kv_endpoint"), "key": key,
+                                     "num_blocks": len(req.token_ids) // bs}
+        dreq.block_hashes = block_hashes(dreq.token_ids, bs)
+        return first, dreq
 
     @staticmethod
     def _migrated(original: EngineRequest, generated: list[int]) -> EngineRequest:

@@ -62,7 +62,7 @@ PYEOF
     fi
 fi
 
-if "$PY" -c "import dynamo_mono_vllm" >/dev/null 2>&1; then
+if (cd / && "$PY" -c "from importlib.metadata import distribution; distribution('dynamo-mono-vllm')") >/dev/null 2>&1; then
     echo "dynamo-mono-vllm already installed"
 else
     "$PY" -m pip install --no-deps -e "$HERE"

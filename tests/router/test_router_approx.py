@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router_helpers import BS, FakeClock, cache, make_router, prompt
+from tests.router.router_helpers import BS, FakeClock, cache, make_router, prompt
 
 from dynamo_mono.router.approx import ApproxIndexer
 

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from prometheus_client import CollectorRegistry, generate_latest
-from router_helpers import cache, make_router, prompt
+from tests.router.router_helpers import cache, make_router, prompt
 
 from dynamo_mono.config import ConfigError, add_to_parser, defaults, resolve
 from dynamo_mono.router import ROUTER_OPTIONS

@@ -11,7 +11,7 @@ import pytest
 from dynamo_mono.kv_events import BlockRemoved, BlockStored, KvEventBatch
 from dynamo_mono.router import NoInstance
 
-from router_helpers import BS, cache, make_router, prompt
+from tests.router.router_helpers import BS, cache, make_router, prompt
 
 
 def test_overlap_wins_when_load_is_equal() -> None:

@@ -1,0 +1,152 @@
+"""Messages between server and workers (msgspec msgpack, tagged array-like structs) and their codecs."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+from dynamo_mono.engine import EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
+from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
+
+PROTOCOL_VERSION = 1
+
+
+class Register(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server, first frame: who I am, what I serve, proof that I may join."""
+
+    token: str
+    model: str
+    cards: list[ModelCard]
+    snapshots: list[list[tuple]]  # per instance: wire KV batches of what it already caches
+    name: str = ""
+    protocol: int = PROTOCOL_VERSION
+
+
+class Registered(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: accepted; the worker ids the server assigned to each instance."""
+
+    worker_ids: list[int]
+    heartbeat_interval: float
+
+
+class Refused(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: not accepted, and why (the worker exits with this message)."""
+
+    reason: str
+    retry: bool = False
+
+
+class Heartbeat(msgspec.Struct, tag=True, array_like=True):
+    """Both directions, every heartbeat interval; healthy is per instance (worker → server)."""
+
+    healthy: list[bool] = []
+
+
+class Load(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: load snapshot per instance."""
+
+    loads: list[list[LoadMetrics]]
+
+
+class Generate(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: start streaming request on instance (index into the Register cards)."""
+
+    stream: int
+    instance: int
+    request: EngineRequest
+
+
+class Output(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: one EngineOutput of a stream (fields flattened for a compact encoding)."""
+
+    stream: int
+    token_ids: list[int]
+    finish_reason: str | None = None
+    stop_token_id: int | None = None
+    cached_tokens: int | None = None
+    prompt_tokens: int | None = None
+    error: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    index: int = 0
+
+
+class StreamFailed(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the engine raised; the server turns this into an EngineError."""
+
+    stream: int
+    message: str
+    retryable: bool = True
+
+
+class Abort(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: the consumer went away; abort the stream."""
+
+    stream: int
+
+
+class KvEvents(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: one KV event batch of an instance, in wire form."""
+
+    instance: int
+    batch: tuple
+
+
+class Snapshot(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the full cache state of an instance (reply to a resync)."""
+
+    instance: int
+    batches: list[tuple]
+
+
+class SnapshotRequest(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: send a Snapshot of instance (after a gap in its events)."""
+
+    instance: int
+
+
+Message = Union[Register, Registered, Refused, Heartbeat, Load, Generate, Output, StreamFailed, Abort, KvEvents,
+                Snapshot, SnapshotRequest]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+encode = _encoder.encode
+decode = _decoder.decode
+
+
+def output_message(stream: int, out: EngineOutput) -> Output:
+    return Output(stream, out.token_ids, out.finish_reason, out.stop_token_id, out.cached_tokens,
+                  out.prompt_tokens, out.error, out.logprobs, out.index)
+
+
+def engine_output(m: Output) -> EngineOutput:
+    return EngineOutput(m.token_ids, m.logprobs, m.finish_reason, m.stop_token_id, m.cached_tokens,
+                        m.prompt_tokens, m.error, m.index)
+
+
+# KV events carry a union of dataclasses; on the wire each is a short tuple led by a kind letter.
+def batch_to_wire(b: KvEventBatch) -> tuple:
+    events: list[Any] = []
+    for e in b.events:
+        if isinstance(e, BlockStored):
+            events.append(("s", e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size, e.lora_name))
+        elif isinstance(e, BlockRemoved):
+            events.append(("r", e.block_hashes))
+        else:
+            events.append(("c",))
+    return (b.worker_id, b.dp_rank, b.event_id, events, b.timestamp)
+
+
+def batch_from_wire(t: Any, worker_id: int) -> KvEventBatch:
+    """Rebuild a batch, re-tagged with the server-assigned worker_id."""
+    _, dp_rank, event_id, events, ts = t
+    out: list[Any] = []
+    for e in events:
+        kind = e[0]
+        if kind == "s":
+            out.append(BlockStored(list(e[1]), e[2], list(e[3]), e[4], e[5]))
+        elif kind == "r":
+            out.append(BlockRemoved(list(e[1])))
+        else:
+            out.append(AllBlocksCleared())
+    return KvEventBatch(worker_id, dp_rank, event_id, out, ts)

@@ -1,0 +1,142 @@
+"""WorkerRegistry: the server's worker listener; authenticates workers and adds their instances to pools."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from dynamo_mono.http.state import ServerState
+from dynamo_mono.serving.pool import Instance
+from dynamo_mono.transports import messages as m
+from dynamo_mono.transports.framing import FramedConnection
+from dynamo_mono.worker.remote_engine import RemoteEngine
+from dynamo_mono.worker.session import WorkerSession
+
+log = logging.getLogger("dynamo_mono.worker.registry")
+
+REGISTER_TIMEOUT_S = 5.0
+
+
+class WorkerRegistry:
+    """Accepts worker connections on a TCP port and keeps the model pools in step with them."""
+
+    def __init__(self, state: ServerState, *, token: str, host: str, port: int = 0,
+                 max_frame: int = 16 << 20, heartbeat_interval: float = 0.5, heartbeat_misses: int = 3) -> None:
+        self.state = state
+        self._token = token.encode()
+        self.host = host
+        self.port = port
+        self.max_frame = max_frame
+        self.interval = heartbeat_interval
+        self.misses = heartbeat_misses
+        self.sessions: set[WorkerSession] = set()
+        used = [wid for mdl in state.models.values() for wid in mdl.pool.instances]
+        self._ids = itertools.count(max(used, default=-1) + 1)
+        self._server: asyncio.base_events.Server | None = None
+        self.removed = 0  # instances taken out of routing because their worker died (tests, metrics)
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("accepting workers on %s:%d", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions):
+            await s.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/workers/endpoint", self._endpoint)
+
+    async def _endpoint(self, request: web.Request) -> web.Response:
+        """Tells a worker that dialled the HTTP port where the worker listener is."""
+        return web.json_response({"port": self.port, "protocol": m.PROTOCOL_VERSION})
+
+    # --- one connection --------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = FramedConnection(reader, writer, max_frame=self.max_frame)
+        try:
+            frame = await asyncio.wait_for(conn.recv(), REGISTER_TIMEOUT_S)
+            msg = m.decode(frame)
+        except Exception as exc:  # timeouts, garbage, oversized frames: refuse quietly
+            log.warning("worker connection from %s dropped before registering: %s", conn.peer, exc)
+            conn.close()
+            return
+        if not isinstance(msg, m.Register):
+            conn.close()
+            return
+        problem = self._check(msg)
+        if problem is not None:
+            log.warning("refused worker %s from %s: %s", msg.name or "?", conn.peer, problem)
+            try:
+                await conn.send(m.encode(m.Refused(problem)))
+            except ConnectionError:
+                pass
+            conn.close()
+            return
+        self._join(conn, msg)
+
+    def _check(self, reg: m.Register) -> str | None:
+        # Constant-time compare; a wrong token learns nothing else about the server.
+        if not hmac.compare_digest(reg.token.encode(), self._token):
+            return "invalid worker token (set the server's --worker-token / DYN_WORKER_TOKEN on the worker)"
+        if reg.protocol != m.PROTOCOL_VERSION:
+            return f"worker protocol {reg.protocol} != server protocol {m.PROTOCOL_VERSION}"
+        model = self.state.models.get(reg.model)
+        if model is None:
+            return (f"model {reg.model!r} is not served here (this server serves {sorted(self.state.models)}); "
+                    f"start the worker with --served-model-name matching the server's")
+        if not reg.cards:
+            return "worker registered no instances"
+        bs = model.pool.router.block_size
+        for card in reg.cards:
+            if card.name != reg.model:
+                return f"instance card names model {card.name!r}, registration says {reg.model!r}"
+            if card.block_size != bs:
+                return (f"worker block size {card.block_size} != server block size {bs} for {reg.model!r} "
+                        f"(start both with the same --block-size)")
+        return None
+
+    def _join(self, conn: FramedConnection, reg: m.Register) -> None:
+        name = reg.name or conn.peer
+        session = WorkerSession(conn, name, heartbeat_interval=self.interval, misses=self.misses,
+                                on_dead=self._on_dead)
+        pool = self.state.models[reg.model].pool
+        ids = [next(self._ids) for _ in reg.cards]
+        for i, (card, wid) in enumerate(zip(reg.cards, ids)):
+            snap = [m.batch_from_wire(b, wid) for b in (reg.snapshots[i] if i < len(reg.snapshots) else [])]
+            session.engines.append(RemoteEngine(session, i, card, wid, snap))
+        # Ack before routing to it, so Generate frames never precede Registered on the wire.
+        conn.send_nowait(m.encode(m.Registered(ids, self.interval)))
+        for eng in session.engines:
+            pool.add(Instance(worker_id=eng.worker_id, engine=eng, card=eng.card, local=False))
+        self.sessions.add(session)
+        session.start()
+        log.info("worker %s joined %s with instance(s) %s", name, reg.model, ids)
+
+    def _on_dead(self, session: WorkerSession, reason: str) -> None:
+        self.sessions.discard(session)
+        for eng in session.engines:
+            for mdl in self.state.models.values():
+                if mdl.pool.instances.get(eng.worker_id) is not None and \
+                        mdl.pool.instances[eng.worker_id].engine is eng:
+                    mdl.pool.remove(eng.worker_id)
+                    self.removed += 1
+        log.warning("worker %s (instance(s) %s) removed: %s", session.name,
+                    [e.worker_id for e in session.engines], reason)
+
+
+def start_args(settings: Any) -> dict[str, Any]:
+    """WorkerRegistry keyword arguments from server settings."""
+    return dict(token=settings.worker_token, host=settings.get("worker_host") or settings.host,
+                port=settings.get("worker_port") or 0, max_frame=settings.max_frame_size,
+                heartbeat_interval=settings.heartbeat_interval, heartbeat_misses=settings.heartbeat_misses)

@@ -1,0 +1,107 @@
+"""RemoteEngine: the Engine protocol over a worker connection, so the pool routes to it like a local engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, AsyncIterator
+
+from dynamo_mono.engine import EngineError, EngineOutput, EngineRequest, KvEventSink, LoadMetrics, ModelCard
+from dynamo_mono.kv_events import KvEventBatch
+from dynamo_mono.transports import messages as m
+
+if TYPE_CHECKING:
+    from dynamo_mono.worker.session import WorkerSession
+
+
+class _Stream:
+    """Outputs of one remote request, buffered until the consumer takes them."""
+
+    __slots__ = ("items", "waiter", "done")
+
+    def __init__(self) -> None:
+        self.items: deque = deque()
+        self.waiter: asyncio.Future | None = None
+        self.done = False
+
+    def push(self, item: object) -> None:
+        self.items.append(item)
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+
+class RemoteEngine:
+    """One engine instance hosted by a worker process (index `instance` of its Register)."""
+
+    def __init__(self, session: "WorkerSession", instance: int, card: ModelCard, worker_id: int,
+                 snapshot: list[KvEventBatch]) -> None:
+        self.session = session
+        self.instance = instance
+        self.card = card
+        self.worker_id = worker_id
+        self.sink: KvEventSink | None = None
+        self.snapshot = snapshot
+        self.loads: list[LoadMetrics] = [LoadMetrics(dp_rank=r, kv_total_blocks=card.total_kv_blocks or 0)
+                                         for r in range(card.dp_size)]
+        self.worker_healthy = True
+
+    async def start(self) -> None:  # the worker started it
+        return None
+
+    async def stop(self) -> None:  # the worker owns its lifecycle
+        return None
+
+    def model_card(self) -> ModelCard:
+        return self.card
+
+    def healthy(self) -> bool:
+        return self.worker_healthy and self.session.alive
+
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        self.sink = sink
+
+    def kv_snapshot(self) -> list[KvEventBatch]:
+        return list(self.snapshot)
+
+    def load_metrics(self) -> list[LoadMetrics]:
+        return self.loads
+
+    async def abort(self, request_id: str) -> None:
+        for sid in self.session.streams_of(request_id):
+            self.session.abort_stream(sid)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        session = self.session
+        if not session.alive:
+            raise EngineError(f"worker {session.name} is disconnected")
+        sid, stream = session.open_stream(request.request_id)
+        finished = False
+        try:
+            session.send_nowait(m.Generate(sid, self.instance, request))
+            loop = asyncio.get_running_loop()
+            items = stream.items
+            while True:
+                if not items:
+                    fut = loop.create_future()
+                    stream.waiter = fut
+                    await fut
+                    continue
+                item = items.popleft()
+                if type(item) is m.Output:
+                    out = m.engine_output(item)
+                    if out.finish_reason is not None:
+                        finished = True
+                    yield out
+                    if finished:
+                        return
+                else:  # StreamFailed, from the worker or because the connection died
+                    finished = True
+                    raise EngineError(item.message, retryable=item.retryable)
+        except ConnectionError as exc:
+            finished = True
+            raise EngineError(f"worker {session.name}: {exc}") from None
+        finally:
+            session.close_stream(sid, abort=not finished)

@@ -1,0 +1,221 @@
+"""VllmEngine: one dynamo-mono engine instance over vLLM's AsyncLLM (token in, token out, KV events out)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any, AsyncIterator
+
+from dynamo_mono.engine import (
+    EngineArgs,
+    EngineOutput,
+    EngineRequest,
+    KvEventSink,
+    LoadMetrics,
+    ModelCard,
+    TokenLogprob,
+)
+from dynamo_mono.kv_events import KvEventBatch
+
+from dynamo_mono_vllm.engine_args import build_engine_args
+from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
+from dynamo_mono_vllm.load import LoadRecorder
+from dynamo_mono_vllm.sampling import sampling_params
+
+log = logging.getLogger("dynamo_mono.vllm")
+
+_FINISH = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
+
+
+def _logprobs(token_ids: list[int], lps: Any, n_top: int) -> list[TokenLogprob]:
+    """Our TokenLogprob list from vLLM's per-position {token_id: Logprob} entries (DELTA output)."""
+    out: list[TokenLogprob] = []
+    for j, tok in enumerate(token_ids):
+        entry = lps[j] if lps is not None and j < len(lps) else None
+        if not entry:
+            out.append(TokenLogprob(tok, 0.0))
+            continue
+        sampled = entry.get(tok)
+        ranked = sorted(((lp.rank, tid, lp.logprob) for tid, lp in entry.items() if lp.rank is not None),
+                        key=lambda x: x[0])
+        top = [(tid, lp) for rank, tid, lp in ranked if rank <= n_top][:n_top]
+        out.append(TokenLogprob(tok, sampled.logprob if sampled is not None else float("-inf"), top))
+    return out
+
+
+class VllmEngine:
+    """An engine instance: an AsyncLLM (its own EngineCore process) plus a KV-event subscriber."""
+
+    def __init__(self, args: EngineArgs) -> None:
+        self.args = args
+        self.options = args.options or {}
+        self.instance_id = args.instance_id
+        self.engine_args = build_engine_args(args)
+        ea = self.engine_args
+        self.dp_size: int = int(ea.data_parallel_size or 1)
+        self.priority: bool = ea.scheduling_policy == "priority"
+        self.kv_events_on: bool = bool(self.options.get("vllm_kv_events", True)) and bool(
+            ea.enable_prefix_caching is not False)
+        self.llm: Any = None
+        self.listener: KvEventListener | None = None
+        self.recorder = LoadRecorder(self.dp_size)
+        self._card: ModelCard | None = None
+        self._stopped = True
+        self._seq = itertools.count()
+        self._eos: set[int] = set(args.eos_token_ids or ())
+        self._live: set[str] = set()  # vLLM request ids in flight ("<request_id>#<n>")
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from vllm.config import KVEventsConfig
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        ea = self.engine_args
+        if self.kv_events_on:
+            self.listener = KvEventListener(self.instance_id, self.dp_size)
+            ea.kv_events_config = KVEventsConfig(enable_kv_cache_events=True, publisher="zmq",
+                                                 endpoint=self.listener.endpoint, topic=TOPIC)
+            self.listener.start()
+        # Blocks the loop while the EngineCore process loads the model: startup only, before serving.
+        self.llm = AsyncLLM.from_engine_args(ea, stat_loggers=[self.recorder.factory()])
+        self._card = self._build_card()
+        self._stopped = False
+        log.info("vLLM instance %d ready: block size %d, %s KV blocks, KV events %s", self.instance_id,
+                 self._card.block_size, self._card.total_kv_blocks,
+                 self.listener.endpoint if self.listener else "off")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
+
+    def _build_card(self) -> ModelCard:
+        cfg = self.llm.vllm_config
+        cache = cfg.cache_config
+        sched = cfg.scheduler_config
+        return ModelCard(
+            name=self.args.served_model_name,
+            max_model_len=cfg.model_config.max_model_len,
+            block_size=cache.block_size,
+            dp_size=self.dp_size,
+            total_kv_blocks=cache.num_gpu_blocks,
+            max_num_seqs=sched.max_num_seqs,
+            max_num_batched_tokens=sched.max_num_batched_tokens,
+            reasoning_parser=self.options.get("reasoning_parser"),
+            tool_call_parser=self.options.get("tool_call_parser"),
+            eos_token_ids=list(self.args.eos_token_ids or []),
+            supports_priority=self.priority,
+            priority_higher_is_urgent=False,
+            supports_lora=bool(cfg.lora_config),
+            supports_n=False,
+            supports_logprobs=True,
+            kv_events=self.listener is not None,
+            extra={"engine": "vllm", "prefix_caching": bool(cache.enable_prefix_caching),
+                   "kv_events_endpoint": self.listener.endpoint if self.listener else None},
+        )
+
+    def model_card(self) -> ModelCard:
+        if self._card is None:
+            raise RuntimeError("vLLM engine not started")
+        return self._card
+
+    def healthy(self) -> bool:
+        return not self._stopped and self.llm is not None and not self.llm.errored
+
+    # --- KV events / metrics -----------------------------------------------------------------------
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        if self.listener is not None:
+            self.listener.sink = sink
+
+    def kv_snapshot(self) -> list[KvEventBatch]:
+        return self.listener.snapshot() if self.listener is not None else []
+
+    def load_metrics(self) -> list[LoadMetrics]:
+        rec = self.recorder
+        total = self._card.total_kv_blocks if self._card else 0
+        # Aborted requests leave the frontend at once, but the scheduler only reports again on its next
+        # step: cap the scheduler's count by the requests the frontend still tracks.
+        unfinished = self.llm.output_processor.get_num_unfinished_requests() if self.llm is not None else 0
+        out = []
+        for r in range(self.dp_size):
+            running = min(rec.running[r], unfinished)
+            waiting = min(rec.waiting[r], max(0, unfinished - running))
+            hit = rec.hit_tokens[r] / rec.query_tokens[r] if rec.query_tokens[r] else 0.0
+            out.append(LoadMetrics(dp_rank=r, running=running, waiting=waiting,
+                                   kv_active_blocks=round(rec.kv_usage[r] * (total or 0)),
+                                   kv_total_blocks=total or 0, prefix_hit_rate=hit,
+                                   preemptions=rec.preemptions[r]))
+        return out
+
+    # --- requests ------------------------------------------------------------------------------------
+    async def abort(self, request_id: str) -> None:
+        if self.llm is not None:
+            await self.llm.abort([rid for rid in list(self._live) if rid.startswith(request_id + "#")])
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Stream vLLM's DELTA outputs; closing this generator (client gone) aborts the vLLM request."""
+        if self.llm is None or self._stopped:
+            yield EngineOutput(finish_reason="error", error="vllm: engine is not running",
+                               prompt_tokens=len(request.token_ids), cached_tokens=0)
+            return
+        from vllm.inputs import TokensPrompt
+
+        try:
+            params = sampling_params(request)
+        except (ValueError, TypeError) as exc:
+            yield EngineOutput(finish_reason="error", error=f"vllm: {exc}", prompt_tokens=len(request.token_ids),
+                               cached_tokens=0)
+            return
+        rid = f"{request.request_id}#{next(self._seq)}"
+        kw: dict[str, Any] = {}
+        if self.priority:
+            kw["priority"] = request.priority
+        if request.dp_rank is not None and self.dp_size > 1:
+            kw["data_parallel_rank"] = request.dp_rank
+        n_top = request.sampling.logprobs
+        stop_ids = self._eos | set(request.stop.eos_token_ids) | set(request.stop.stop_token_ids)
+        prompt = TokensPrompt(prompt_token_ids=list(request.token_ids))
+        live = self._live
+        live.add(rid)
+        finished = False
+        first = True
+        try:
+            async for out in self.llm.generate(prompt, params, rid, **kw):
+                comp = out.outputs[0]
+                toks = list(comp.token_ids)
+                eo = EngineOutput(token_ids=toks)
+                if n_top is not None and toks:
+                    eo.logprobs = _logprobs(toks, comp.logprobs, n_top)
+                if first:
+                    first = False
+                    eo.prompt_tokens = len(request.token_ids)
+                    eo.cached_tokens = out.num_cached_tokens or 0
+                if out.finished:
+                    finished = True
+                    reason = _FINISH.get(comp.finish_reason or "stop", "stop")
+                    if reason == "stop" and toks and not isinstance(comp.stop_reason, str) \
+                            and toks[-1] in stop_ids:
+                        # vLLM keeps the EOS / stop token in token_ids; our convention reports it apart.
+                        eo.stop_token_id = toks.pop()
+                        if eo.logprobs:
+                            eo.logprobs.pop()
+                    eo.finish_reason = reason
+                yield eo
+                if finished:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # engine death / validation failures end this request with an error
+            finished = True
+            log.warning("vLLM request %s failed: %s", rid, exc)
+            yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {exc}",
+                               prompt_tokens=len(request.token_ids), cached_tokens=0)
+        finally:
+            live.discard(rid)
+            if not finished and self.llm is not None:
+                await self.llm.abort(rid)

@@ -1,0 +1,59 @@
+"""Builds vLLM's AsyncEngineArgs from dynamo-mono options plus the pass-through vLLM flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamo_mono.config import ConfigError
+from dynamo_mono.engine import EngineArgs
+
+from dynamo_mono_vllm.options import ENGINE_ARG_NAMES, VLLM_OPTIONS
+
+_OWN_DEFAULTS = {o.name: o.default for o in VLLM_OPTIONS}
+
+
+def chosen_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The engine options that apply to vLLM: set on the command line / env, or this plugin's own default.
+
+    An option name shared with another engine (e.g. the mocker's --block-size) may carry that engine's
+    default; `option_sources` (from the server) tells user-set values apart from defaults.
+    """
+    sources = options.get("option_sources")
+    out: dict[str, Any] = {}
+    for name in ENGINE_ARG_NAMES:
+        if sources is None or sources.get(name, "default") != "default":
+            value = options.get(name)
+        else:
+            value = _OWN_DEFAULTS.get(name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def build_engine_args(args: EngineArgs) -> Any:
+    """AsyncEngineArgs: vLLM's parser over the pass-through args, then our options on top."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    options = args.options or {}
+    extra = list(options.get("extra_args") or [])
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="dynamo-mono serve --engine vllm"))
+    try:
+        ns, unknown = parser.parse_known_args(["--model", args.model_path, *extra])
+    except SystemExit:
+        raise ConfigError(f"invalid vLLM engine arguments: {' '.join(extra)}") from None
+    if unknown:
+        raise ConfigError(f"unrecognized arguments (neither dynamo-mono nor vLLM flags): {' '.join(unknown)}")
+    eargs = AsyncEngineArgs.from_cli_args(ns)
+    eargs.model = args.model_path
+    if "--tokenizer" not in extra:
+        eargs.tokenizer = args.model_path
+    eargs.served_model_name = [args.served_model_name]
+    if args.max_model_len:
+        eargs.max_model_len = args.max_model_len
+    for name, value in chosen_options(options).items():
+        setattr(eargs, name, value)
+    # Our own stat logger feeds load_metrics(); vLLM's periodic log lines are off unless asked for.
+    if "--disable-log-stats" not in extra and "--no-disable-log-stats" not in extra:
+        eargs.disable_log_stats = True
+    return eargs

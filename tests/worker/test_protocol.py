@@ -1,0 +1,136 @@
+"""Worker protocol in-process: framing limits, authentication, heartbeat loss, stream failure → migration."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from dynamo_mono.engine import EngineError, EngineRequest, ModelCard, SamplingParams, StopConditions
+from dynamo_mono.transports import messages as m
+from dynamo_mono.transports.framing import FramedConnection, FrameTooLarge
+from dynamo_mono.transports.tcp import TcpKvTransport, connect
+from dynamo_mono.transports.kv import KvTransferError
+from dynamo_mono.worker.registry import WorkerRegistry
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def test_oversized_frame_closes_connection_without_buffering():
+    got: list = []
+
+    async def handle(reader, writer):
+        conn = FramedConnection(reader, writer, max_frame=1024)
+        try:
+            got.append(await conn.recv())
+            await conn.recv()
+        except FrameTooLarge as exc:
+            got.append(exc)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await connect("127.0.0.1", port, max_frame=1 << 30)
+    await client.send(b"x" * 1000)
+    # Announce 1 GiB but send only the header: the server must refuse on the header alone.
+    client.writer.write((1 << 30).to_bytes(4, "big"))
+    await client.writer.drain()
+    closed = await asyncio.wait_for(client.reader.read(1), 5)
+    assert closed == b""  # the server hung up
+    assert got[0] == b"x" * 1000 and isinstance(got[1], FrameTooLarge)
+    server.close()
+
+
+def _card(name="tiny-chatml", block_size=64) -> ModelCard:
+    return ModelCard(name=name, max_model_len=8192, block_size=block_size, total_kv_blocks=100, kv_events=True)
+
+
+async def _register(port: int, token: str, card: ModelCard) -> tuple[FramedConnection, object]:
+    conn = await connect("127.0.0.1", port)
+    await conn.send(m.encode(m.Register(token, card.name, [card], [[]], "fake")))
+    return conn, m.decode(await asyncio.wait_for(conn.recv(), 5))
+
+
+async def test_registry_authenticates_and_checks_the_model(remote_only_state):
+    reg = WorkerRegistry(remote_only_state, token="s3cret", host="127.0.0.1")
+    port = await reg.start()
+    try:
+        _, reply = await _register(port, "wrong", _card())
+        assert isinstance(reply, m.Refused) and "invalid worker token" in reply.reason
+        _, reply = await _register(port, "s3cret", _card(name="other-model"))
+        assert isinstance(reply, m.Refused) and "'other-model' is not served here" in reply.reason
+        _, reply = await _register(port, "s3cret", _card(block_size=16))
+        assert isinstance(reply, m.Refused) and "block size 16" in reply.reason
+        pool = remote_only_state.models["tiny-chatml"].pool
+        assert not pool.instances
+        conn, reply = await _register(port, "s3cret", _card())
+        assert isinstance(reply, m.Registered)
+        assert list(pool.instances) == reply.worker_ids and not pool.instances[reply.worker_ids[0]].local
+    finally:
+        await reg.stop()
+
+
+async def test_silent_worker_is_removed_once_within_two_seconds(remote_only_state):
+    reg = WorkerRegistry(remote_only_state, token="t", host="127.0.0.1", heartbeat_interval=0.5,
+                         heartbeat_misses=3)
+    port = await reg.start()
+    try:
+        conn, reply = await _register(port, "t", _card())  # registers, then never sends a heartbeat
+        pool = remote_only_state.models["tiny-chatml"].pool
+        assert reply.worker_ids[0] in pool.instances
+        t0 = time.monotonic()
+        while pool.instances and time.monotonic() - t0 < 3:
+            await asyncio.sleep(0.02)
+        assert not pool.instances
+        assert time.monotonic() - t0 < 2.0
+        await asyncio.sleep(0.3)
+        assert reg.removed == 1  # exactly once
+    finally:
+        await reg.stop()
+
+
+async def test_worker_loss_mid_stream_raises_retryable_error(remote_only_state):
+    """A fake worker streams two tokens and disconnects: the pool sees a retryable EngineError."""
+    reg = WorkerRegistry(remote_only_state, token="t", host="127.0.0.1")
+    port = await reg.start()
+    try:
+        conn, reply = await _register(port, "t", _card())
+        wid = reply.worker_ids[0]
+        engine = remote_only_state.models["tiny-chatml"].pool.instances[wid].engine
+        req = EngineRequest("r1", [1, 2, 3], SamplingParams(seed=1), StopConditions(max_tokens=10))
+        got: list[int] = []
+
+        async def consume():
+            async for out in engine.generate(req):
+                got.extend(out.token_ids)
+
+        task = asyncio.create_task(consume())
+        msg = m.decode(await asyncio.wait_for(conn.recv(), 5))
+        while not isinstance(msg, m.Generate):
+            msg = m.decode(await asyncio.wait_for(conn.recv(), 5))
+        assert msg.request.request_id == "r1" and msg.request.sampling.seed == 1
+        await conn.send(m.encode(m.Output(msg.stream, [7, 8])))
+        await asyncio.sleep(0.05)
+        conn.close()
+        with pytest.raises(EngineError) as ei:
+            await asyncio.wait_for(task, 5)
+        assert ei.value.retryable and got == [7, 8]
+        assert wid not in remote_only_state.models["tiny-chatml"].pool.instances
+    finally:
+        await reg.stop()
+
+
+async def test_tcp_kv_transfer_moves_exact_bytes_once():
+    a, b = TcpKvTransport(), TcpKvTransport()
+    ep = await a.start()
+    await b.start()
+    try:
+        payload = bytearray(range(256)) * 4096 * 3  # 3 MiB
+        a.publish("req-1", payload)
+        got = await b.fetch(ep, "req-1", len(payload))
+        assert got == payload
+        with pytest.raises(KvTransferError, match="not held"):
+            await b.fetch(ep, "req-1", len(payload))  # pull-once: the buffer was released
+    finally:
+        await a.stop()
+        await b.stop()
