@@ -256,6 +256,21 @@ def test_oversized_and_deep_bodies(client: Client, post_routes: list[str], path:
         post(client, path, body)
 
 
+@pytest.mark.parametrize("path,field", [("/v1/chat/completions", "stop"), ("/v1/completions", "stop"),
+                                        ("/v1/messages", "stop_sequences")])
+def test_huge_stop_string_is_a_400(client: Client, post_routes: list[str], path: str, field: str) -> None:
+    """A 100 KB stop string once took the matcher seconds and gigabytes per request; now it is refused."""
+    if path not in post_routes:
+        pytest.skip(f"{path} is not served")
+    for stream in (False, True):
+        resp = client.post(path, json={**VALID[path], field: ["x" * 100_000], "stream": stream})
+        assert resp.status_code == 400, resp.text[:300]
+        check_response(path, resp)
+        assert "stop" in resp.text
+    resp = client.post(path, json={**VALID[path], field: ["y" * 256]})
+    assert resp.status_code == 200, resp.text[:300]
+
+
 @FUZZ
 @given(route=st.sampled_from(GET_ROUTES), query=st.dictionaries(UNICODE, UNICODE, max_size=3),
        headers=st.dictionaries(st.sampled_from(["x-request-id", "Accept", "Origin", "Authorization", "x-api-key"]),

@@ -22,7 +22,6 @@ def _args(options: dict, path: str, tokenizer=None) -> EngineArgs:
 
 
 async def test_mocker_kv_events_agree_with_vllm(tiny_model, capsys):
-    from dynamo_mono.preprocess.tokenizer import Tokenizer  # noqa: F401  (import check only)
     from dynamo_mono_vllm.engine import VllmEngine
     from mocker.engine import MockerEngine
 
@@ -35,7 +34,9 @@ async def test_mocker_kv_events_agree_with_vllm(tiny_model, capsys):
         v_snapshot = vllm_engine.kv_snapshot()
     finally:
         await vllm_engine.stop()
-    mocker = MockerEngine(_args({**common, "speedup_ratio": 0.0}, str(tiny_model)))
+    # vLLM's block pool keeps one of its blocks as the "null block": N blocks there are N - 1 usable ones.
+    mocker = MockerEngine(_args({**common, "num_gpu_blocks_override": NUM_BLOCKS - 1, "speedup_ratio": 0.0},
+                                str(tiny_model)))
     await mocker.start()
     m_batches, m_seqs = await run_sequence(mocker, prompts, MAX_TOKENS)
     await mocker.stop()

@@ -15,7 +15,7 @@ from dynamo_mono.engine import EngineArgs, EngineRequest, SamplingParams, StopCo
 from dynamo_mono.plugins import get_plugins
 from dynamo_mono.serving.pool import Instance
 from mocker.engine import MockerEngine
-from tests.worker.harness import get_json, post_json, remote_instances, start_server, start_worker, wait_until
+from tests.worker.harness import post_json, remote_instances, start_server, start_worker, wait_until
 
 MODEL = "tiny-chatml"
 HAS_NIXL = importlib.util.find_spec("nixl") is not None and importlib.util.find_spec("dynamo_mono_nixl") is not None
