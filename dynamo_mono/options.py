@@ -46,6 +46,8 @@ LIMIT_OPTIONS = [
     Option("max_messages", int, 4096, "Most messages in one chat request.", group="request limits", min=1),
     Option("max_n", int, 16, "Largest accepted `n` (choices per request).", group="request limits", min=1),
     Option("max_stop_sequences", int, 16, "Most stop strings per request.", group="request limits", min=0),
+    Option("max_stop_chars", int, 1024, "Longest accepted stop string, in characters.", group="request limits",
+           min=1),
     Option("max_top_logprobs", int, 20, "Largest accepted top_logprobs / logprobs.", group="request limits", min=0),
     Option("max_tokens_limit", int, None, "Upper bound on max_tokens (default: the context length).",
            group="request limits", min=1),

@@ -123,8 +123,15 @@ def generate(config: BenchConfig, pool: WordPool, model: str) -> Iterator[Prompt
         isl = int(round(config.isl.a)) if config.isl.fixed else int(round(config.isl.a if config.isl.kind == "normal" else (config.isl.a + config.isl.b) / 2))
         reqs = synthesize_prefix_groups(config.num_groups, 10**9, config.prefix_len, max(isl - config.prefix_len, 1),
                                         0, seed=config.seed)
-        for r in reqs:
-            yield maker.make([t % n for t in r.token_ids], config.osl.sample(rng))
+        # Each round has one request per group, in a random (seeded) order: users of different groups do
+        # not arrive in lockstep, and a fixed order would let round-robin routing be affine by accident.
+        while True:
+            round_ = list(itertools.islice(reqs, config.num_groups))
+            if not round_:
+                return
+            rng.shuffle(round_)
+            for r in round_:
+                yield maker.make([t % n for t in r.token_ids], config.osl.sample(rng))
     else:
         from mocker.traces import load_mooncake
 

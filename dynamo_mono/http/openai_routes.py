@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from dynamo_mono.engine import EngineError
@@ -130,6 +131,10 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
     created = int(time.time())
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name}
     role_sent = [False] * len(gen.states)
+    # The common chunk (content only) is two constant byte strings around the JSON-encoded text.
+    head_json = orjson.dumps(head)[:-1]
+    content_pre = [head_json + b',"choices":[{"index":%d,"delta":{"content":' % i for i in range(len(gen.states))]
+    content_post = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
     def chunk(i: int, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
         return data_event({**head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
@@ -139,6 +144,10 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
         async with asyncio.timeout(request_timeout(state)):
             async for step in gen.steps():
                 i = step.index
+                if (role_sent[i] and step.content and not step.reasoning and not step.tool_calls
+                        and step.logprobs is None and step.finish_reason is None):
+                    await resp.write(b"data: " + content_pre[i] + orjson.dumps(step.content) + content_post)
+                    continue
                 delta: dict[str, Any] = {}
                 if not role_sent[i]:
                     delta["role"] = "assistant"
@@ -200,7 +209,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "suffix is not supported", param="suffix")
     params = from_openai(req, logprobs=req.logprobs)
     s = state.settings
-    check_limits(params, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs)
+    check_limits(params, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs,
+                 max_stop_chars=s.max_stop_chars)
     prompts = _prompts(req)
     if len(prompts) * params.n > s.max_n * 16:
         raise ApiError(400, f"{len(prompts)} prompts x n={params.n} is too many choices", param="prompt")

@@ -13,13 +13,11 @@ class StopMatcher:
     partial one on is held until it resolves, so the cut is always at the earliest occurrence.
     """
 
-    __slots__ = ("_stops", "_first_chars", "_prefixes", "_max_prefix", "_held", "matched")
+    __slots__ = ("_stops", "_first_chars", "_max_prefix", "_held", "matched")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops: tuple[str, ...] = tuple(dict.fromkeys(s for s in stops if s))
         self._first_chars = frozenset(s[0] for s in self._stops)
-        # Proper prefixes: a held-back suffix that equals one may still become a stop string.
-        self._prefixes = frozenset(s[:k] for s in self._stops for k in range(1, len(s)))
         self._max_prefix = max((len(s) - 1 for s in self._stops), default=0)
         self._held = ""
         self.matched: str | None = None  # the stop string that ended the text, once found
@@ -71,8 +69,11 @@ class StopMatcher:
     def _pending_start(self, s: str) -> int:
         """Start of the longest suffix of s that is a proper prefix of some stop string (len(s) if none)."""
         n = len(s)
-        prefixes, first = self._prefixes, self._first_chars
+        first, stops = self._first_chars, self._stops
         for i in range(max(0, n - self._max_prefix), n):
-            if s[i] in first and s[i:] in prefixes:
-                return i
+            if s[i] in first:
+                tail = s[i:]
+                # a proper prefix of a stop string may still grow into it (linear in the stops' size)
+                if any(len(stop) > len(tail) and stop.startswith(tail) for stop in stops):
+                    return i
         return n

@@ -220,13 +220,38 @@ class Router:
     def _find_matches(self, block_hashes: list[int]) -> dict[InstanceKey, int]:
         n_pred = self._n_predicted
         if not n_pred:
-            return self.indexer.find_matches(block_hashes)
-        predicted = self.approx.find_matches(block_hashes)
-        if n_pred == len(self._instances):
-            return predicted
-        found = self.indexer.find_matches(block_hashes)
-        found.update(predicted)  # the two indexes hold disjoint instances
+            found = self.indexer.find_matches(block_hashes)
+        else:
+            predicted = self.approx.find_matches(block_hashes)
+            if n_pred == len(self._instances):
+                found = predicted
+            else:
+                found = self.indexer.find_matches(block_hashes)
+                found.update(predicted)  # the two indexes hold disjoint instances
+        if block_hashes:
+            self._add_inflight_matches(block_hashes, found)
         return found
+
+    def _add_inflight_matches(self, block_hashes: list[int], found: dict[InstanceKey, int]) -> None:
+        """Count prompt blocks that requests already routed to an instance are computing there.
+
+        KV events only report blocks once their prefill ran, so without this a burst of requests sharing
+        a new prefix would be spread over instances (each seeing no overlap anywhere) and every one of
+        them would prefill it again. Active prompts are tracked per instance as reference-counted block
+        hashes (--router-assume-kv-reuse), so the walk is a few dict lookups per instance.
+        """
+        first = block_hashes[0]
+        for key, load in self.active.loads.items():
+            shared = load.shared
+            if not shared or first not in shared:
+                continue
+            n = 1
+            for h in block_hashes[1:]:
+                if h not in shared:
+                    break
+                n += 1
+            if n > found.get(key, 0):
+                found[key] = n
 
     def find_matches(self, block_hashes: list[int]) -> dict[InstanceKey, int]:
         """Leading prompt blocks cached per instance (kv mode; empty otherwise)."""

@@ -56,7 +56,8 @@ class ChatPipeline:
         s = self.state.settings
         if n_messages > s.max_messages:
             raise ApiError(400, f"{n_messages} messages exceed the limit of {s.max_messages}", param="messages")
-        check_limits(p, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs)
+        check_limits(p, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs,
+                 max_stop_chars=s.max_stop_chars)
 
     async def prompt_for(self, model: ServedModel, messages: list[dict], *, tools: list[dict] | None,
                          add_generation_prompt: bool = True, continue_final_message: bool = False,

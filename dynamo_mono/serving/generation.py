@@ -83,9 +83,17 @@ class Generation:
 
     async def steps(self) -> AsyncIterator[Step]:
         """Yield Steps until every choice has finished (a Step with finish_reason is each choice's last)."""
-        if len(self.requests) == 1:
-            async for step in self._one(self.requests[0], self.states[0]):
-                yield step
+        if len(self.requests) == 1:  # the common case, without the extra generator layer of _one()
+            state = self.states[0]
+            async with aclosing(self.pool.generate(self.requests[0])) as outputs:
+                async for out in outputs:
+                    if out.token_ids:
+                        self.last_token_at = now = time.perf_counter()
+                        if self.first_token_at is None:
+                            self.first_token_at = now
+                    yield state.on_output(out)
+                    if state.done:
+                        return
             return
         queue: asyncio.Queue = asyncio.Queue()
 

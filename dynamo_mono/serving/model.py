@@ -14,8 +14,9 @@ from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.serving.params import GenParams
 from dynamo_mono.serving.pool import InstancePool
 
-# Prompts longer than this (in characters) are tokenized on a worker thread: HF tokenizers release the GIL.
-OFFLOAD_CHARS = 4096
+# Prompts longer than this (in characters) are tokenized on a worker thread. Only `encode_batch` releases the
+# GIL in HF tokenizers (plain `encode` holds it), so the offloaded call uses it.
+OFFLOAD_CHARS = 1024
 
 
 @dataclass(slots=True)
@@ -73,7 +74,8 @@ class ServedModel:
     async def tokenize(self, text: str) -> list[int]:
         tok = self.info.tokenizer
         if len(text) > OFFLOAD_CHARS:
-            return await asyncio.get_running_loop().run_in_executor(None, tok.encode, text)
+            batch = await asyncio.get_running_loop().run_in_executor(None, tok.encode_batch, [text])
+            return batch[0]
         return tok.encode(text)
 
     def make_prompt(self, token_ids: list[int], text: str | None = None) -> Prompt:

@@ -82,20 +82,15 @@ def from_openai(req: Any, *, logprobs: int | None) -> GenParams:
     )
 
 
-# The stop-string matcher keeps every prefix of every stop string (quadratic in its length), so a 100 KB
-# stop string costs gigabytes and seconds; no real stop sequence is anywhere near this long.
-MAX_STOP_CHARS = 256
-
-
-def check_limits(p: GenParams, *, max_n: int, max_stops: int, max_top_logprobs: int) -> None:
+def check_limits(p: GenParams, *, max_n: int, max_stops: int, max_top_logprobs: int, max_stop_chars: int) -> None:
     """Configurable per-request limits (400 with the numbers)."""
     if p.n > max_n:
         raise ApiError(400, f"n={p.n} exceeds the limit of {max_n}", param="n")
     if len(p.stop) > max_stops:
         raise ApiError(400, f"{len(p.stop)} stop sequences exceed the limit of {max_stops}", param="stop")
     longest = max(map(len, p.stop), default=0)
-    if longest > MAX_STOP_CHARS:
-        raise ApiError(400, f"a stop sequence of {longest} characters exceeds the limit of {MAX_STOP_CHARS}",
+    if longest > max_stop_chars:
+        raise ApiError(400, f"a stop sequence of {longest} characters exceeds the limit of {max_stop_chars}",
                        param="stop")
     if p.logprobs is not None and p.logprobs > max_top_logprobs:
         raise ApiError(400, f"top_logprobs={p.logprobs} exceeds the limit of {max_top_logprobs}",

@@ -162,16 +162,16 @@ async def test_error_after_start_is_error_event(make_client: Any) -> None:
 async def test_pings_while_waiting_for_first_token(make_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client = await make_client()
     monkeypatch.setattr(anthropic_routes, "PING_INTERVAL_S", 0.02)
-    from dynamo_mono.serving.generation import Generation
+    from dynamo_mono.serving.pool import InstancePool
 
-    real = Generation._one
+    real = InstancePool.generate
 
-    async def slow_start(self, req, state):  # the engine takes a while before its first token
+    async def slow_start(self, req):  # the engine takes a while before its first token
         await asyncio.sleep(0.2)
-        async for step in real(self, req, state):
-            yield step
+        async for out in real(self, req):
+            yield out
 
-    monkeypatch.setattr(Generation, "_one", slow_start)
+    monkeypatch.setattr(InstancePool, "generate", slow_start)
     events = await stream(client, body("Hello"))
     names = [n for n, _ in events]
     first_block = names.index("content_block_start")

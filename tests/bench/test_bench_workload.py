@@ -71,11 +71,15 @@ def test_shared_prefix_shares_prefix(pool):
     assert a[:40] == b[:40] and a != b
 
 
-def test_prefix_groups_round_robin(pool):
+def test_prefix_groups_rounds(pool):
+    """Each round of G requests holds every group once (in a shuffled order); users' suffixes differ."""
     cfg = BenchConfig(url="http://x", workload="prefix-groups", num_groups=3, prefix_len=32, isl=Dist("fixed", 80))
-    toks = [pool.tokenizer.encode(_content(p.body)) for p in take(generate(cfg, pool, "m"), 6)]
-    assert toks[0][:32] == toks[3][:32] and toks[1][:32] == toks[4][:32]
-    assert toks[0][:32] != toks[1][:32] and toks[0] != toks[3]
+    toks = [pool.tokenizer.encode(_content(p.body)) for p in take(generate(cfg, pool, "m"), 9)]
+    rounds = [sorted(tuple(t[:32]) for t in toks[i:i + 3]) for i in (0, 3, 6)]
+    assert rounds[0] == rounds[1] == rounds[2] and len(set(rounds[0])) == 3
+    assert len({tuple(t) for t in toks}) == 9
+    orders = [[tuple(t[:32]) for t in toks[i:i + 3]] for i in (0, 3, 6)]
+    assert len({tuple(o) for o in orders}) > 1, "group order should vary between rounds"
 
 
 def test_trace_replay_times_and_lengths(pool, tmp_path):

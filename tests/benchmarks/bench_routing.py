@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,8 @@ def metric_sum(text: str, name: str) -> float:
 
 def evaluate(mode: str, a: argparse.Namespace) -> dict:
     srv = start_server(["--num-instances", str(a.instances), "--router-mode", mode, "--speedup-ratio", str(a.speedup),
-                        "--block-size", str(a.block_size), "--max-model-len", str(a.prefix + a.suffix + a.osl + 64)])
+                        "--block-size", str(a.block_size), "--max-model-len", str(a.prefix + a.suffix + a.osl + 64),
+                        *shlex.split(a.server_args)])
     try:
         cfg = BenchConfig(url=srv.url, api="completions-tokens", concurrency=a.concurrency,
                           num_requests=a.groups * a.users, isl=parse_dist(str(a.prefix + a.suffix)),
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--speedup", type=float, default=1.0)
     ap.add_argument("--block-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--server-args", default="", help="extra `dynamo-mono serve` arguments for every mode")
     a = ap.parse_args()
     rows = [evaluate(m, a) for m in a.modes.split(",")]
     print(f"\n{a.instances} mocker instances, speedup {a.speedup}, {a.groups} groups x {a.users} users, "

@@ -83,9 +83,10 @@ class Harness:
 
     def free(self, i: int) -> None:
         tokens, blocks = self.seqs.pop(i % len(self.seqs))
-        for b in reversed(blocks):
-            if self.kv.ref[b] == 1:
-                self.model_free.append(b)
+        # vLLM >= 0.11: released cached blocks go to the tail (LRU), uncached ones to the head (reused first).
+        released = [b for b in reversed(blocks) if self.kv.ref[b] == 1]
+        self.model_free[:0] = [b for b in released if self.kv.blk_hash[b] is None]
+        self.model_free.extend(b for b in released if self.kv.blk_hash[b] is not None)
         self.kv.free_blocks(blocks)
 
     def check(self) -> None:
