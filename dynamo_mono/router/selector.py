@@ -2,11 +2,12 @@
 
     cost(i) = overlap_weight * (active_prefill_tokens(i) + prompt_tokens - overlap_blocks(i) * block_size)
                              / block_size
-              + active_decode_blocks(i)
+              + active_decode_blocks(i) + (prompt_blocks - overlap_blocks(i))
 
 The prefill term is what instance i would still have to prefill (its queue plus this prompt minus
-the cached prefix), the decode term what it is already holding; both are counted in blocks so the
-weight is unit-free. The request's own blocks are the same on every instance and are left out.
+the cached prefix), the decode term what it would hold once the request runs: what it holds now plus
+the request's blocks that are not already there (as Dynamo counts potential decode blocks). Both are
+in blocks, so the weight is unit-free, and a cached block is credited overlap_weight + 1.
 With temperature 0 the cheapest instance wins (ties broken at random); otherwise an instance is
 sampled with probability ~ exp(-(cost - min_cost) / (max_cost - min_cost) / temperature), i.e.
 costs are normalised to [0, 1] first, so the temperature means the same at any load level.
@@ -44,7 +45,7 @@ class KvSelector:
             if pos is None:
                 pos = {k: i for i, k in enumerate(candidates)}
             cap = num_tokens // bs  # a cached prefix never saves more than the prompt
-            credit = w * bs
+            credit = w * bs + 1.0  # less to prefill, and fewer new blocks to hold
             for key, blocks in overlaps.items():
                 i = pos.get(key)
                 if i is not None:

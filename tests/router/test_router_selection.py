@@ -35,13 +35,17 @@ def test_load_wins_when_overlap_is_equal() -> None:
         router.on_finish(f"r{i}")
 
 
-def test_large_overlap_beats_small_load_and_weight_zero_ignores_overlap() -> None:
+def test_large_overlap_beats_small_load_and_weight_zero_ignores_prefill_savings() -> None:
+    """(0,0) holds the 16-block prompt and decodes 20 blocks for another request; (1,0) is idle.
+    weight 1: 0*1 + 20 + 0 = 20 < 16*1 + 0 + 16 = 32 -> (0,0). weight 0: only held blocks count,
+    20 + 0 > 0 + 16 -> (1,0)."""
     _, hashes = prompt(4, 16)
-    _, other = prompt(5, 2)
+    _, other = prompt(5, 20)
     for weight, expected in ((1.0, (0, 0)), (0.0, (1, 0))):
         router = make_router(2, router_kv_overlap_score_weight=weight)
         cache(router, (0, 0), hashes)
-        router.select("small", other, 2 * BS, pinned=(0, 0))
+        router.select("load", other, 20 * BS, pinned=(0, 0))
+        router.on_first_token("load")
         assert router.select("r", hashes, 16 * BS).key == expected
 
 

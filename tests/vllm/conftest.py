@@ -31,7 +31,7 @@ ENGINE_FLAGS = ["--engine", "vllm", "--dtype", "float32", "--enforce-eager", "--
                 "--max-model-len", "2048", "--num-gpu-blocks-override", str(NUM_BLOCKS),
                 # a vLLM flag dynamo-mono does not define: passed through to vLLM's own parser. A random-weight
                 # model would otherwise fill JSON with the whitespace xgrammar allows between tokens.
-                "--structured-outputs-config", '{"disable_any_whitespace": true}']
+                "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
