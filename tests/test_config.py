@@ -91,3 +91,4 @@ def test_option_range_text() -> None:
     assert o.describe_range() == "between 0 and 1"
     with pytest.raises(ConfigError, match="--x=2"):
         o.validate(2.0, "--x")
+

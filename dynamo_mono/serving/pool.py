@@ -40,6 +40,13 @@ class Instance:
         return now >= self.disabled_until and self.engine.healthy()
 
 
+def engine_priority(card: ModelCard, priority: int) -> int:
+    """The API's priority (lower = more urgent) in the engine's own convention; 0 when it has none."""
+    if not card.supports_priority:
+        return 0
+    return -priority if card.priority_higher_is_urgent else priority
+
+
 class InstancePool:
     """Routes requests of one model over its instances and streams the chosen engine's outputs."""
 
@@ -178,6 +185,7 @@ class InstancePool:
                 self.router.on_finish(req.request_id)
                 continue
             req.dp_rank = sel.key[1] if original.dp_rank is None else original.dp_rank
+            req.priority = engine_priority(inst.card, original.priority)
             self.router.on_dispatch(req.request_id, sel, len(req.token_ids))
             first = True
             error: str | None = None
