@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import uuid
+import itertools
+import secrets
 from typing import Awaitable, Callable
 
 import orjson
@@ -74,12 +75,22 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(ApiError(500, "internal server error"), flavor_of(request.path), rid)
 
 
+_ID_PREFIX = secrets.token_hex(8)
+_ID_SEQ = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique per server process and cheap: a random per-process prefix and a counter (uuid4 costs a
+    getrandom syscall per request, ~8 % of a streamed request's CPU in a profile)."""
+    return f"{_ID_PREFIX}{next(_ID_SEQ):08x}"
+
+
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour `x-request-id` (bounded, printable) or make one; echo it on the response."""
     rid = request.headers.get("x-request-id", "")
     if not rid or len(rid) > 128 or not rid.isprintable():
-        rid = uuid.uuid4().hex
+        rid = _new_request_id()
     request["request_id"] = rid
     request[RESPONSE_HEADERS] = {"x-request-id": rid}
     return await handler(request)
