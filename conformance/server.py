@@ -13,18 +13,11 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class ServerProcess:
-    """A running server: its base URL, process and captured log."""
+class LoggedProcess:
+    """A dynamo-mono subprocess with its log file; stop() signals it and waits (kill after a timeout)."""
 
     proc: subprocess.Popen
-    host: str
-    port: int
     log_path: str
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -39,6 +32,28 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@dataclass
+class ServerProcess(LoggedProcess):
+    """A running server: its base URL, process and captured log."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def metric_value(text: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all label sets) in a /metrics text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0) -> ServerProcess:
@@ -57,7 +72,7 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{open(log_path).read()}")
         if os.path.exists(ready_file):
             host, port = open(ready_file).read().strip().rsplit(":", 1)
-            server = ServerProcess(proc, host, int(port), log_path, args)
+            server = ServerProcess(proc, log_path, host, int(port), args)
             if _ready(server.url):
                 return server
         time.sleep(0.02)

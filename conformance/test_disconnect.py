@@ -9,15 +9,9 @@ import time
 import aiohttp
 import pytest
 
+from conformance.server import metric_value
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def _metrics(url: str) -> str:
@@ -30,9 +24,9 @@ async def _wait_idle(url: str, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         text = await _metrics(url)
-        idle = (_metric(text, "dynamo_frontend_inflight_requests") == 0
-                and _metric(text, "dynamo_engine_kv_active_blocks") == 0
-                and _metric(text, "dynamo_engine_running_requests") == 0)
+        idle = (metric_value(text, "dynamo_frontend_inflight_requests") == 0
+                and metric_value(text, "dynamo_engine_kv_active_blocks") == 0
+                and metric_value(text, "dynamo_engine_running_requests") == 0)
         if idle or time.monotonic() > deadline:
             return text
         await asyncio.sleep(0.05)
@@ -52,8 +46,8 @@ async def test_disconnect_aborts_and_frees(make_server, stream: bool) -> None:
             task = asyncio.create_task(session.post(srv.url + "/v1/chat/completions", json=body))
             await asyncio.sleep(0.5)
         text = await _metrics(srv.url)
-        assert _metric(text, "dynamo_frontend_inflight_requests") == 1
-        assert _metric(text, "dynamo_engine_kv_active_blocks") > 0
+        assert metric_value(text, "dynamo_frontend_inflight_requests") == 1
+        assert metric_value(text, "dynamo_engine_kv_active_blocks") > 0
     finally:
         await session.close()  # drops the connection mid-request
         if not stream:
@@ -61,9 +55,9 @@ async def test_disconnect_aborts_and_frees(make_server, stream: bool) -> None:
     t0 = time.monotonic()
     text = await _wait_idle(srv.url)
     freed_after = time.monotonic() - t0
-    assert _metric(text, "dynamo_frontend_inflight_requests") == 0
-    assert _metric(text, "dynamo_engine_kv_active_blocks") == 0, "KV blocks leaked"
-    assert _metric(text, "dynamo_engine_running_requests") == 0
-    assert _metric(text, "dynamo_frontend_disconnected_clients") == 1
+    assert metric_value(text, "dynamo_frontend_inflight_requests") == 0
+    assert metric_value(text, "dynamo_engine_kv_active_blocks") == 0, "KV blocks leaked"
+    assert metric_value(text, "dynamo_engine_running_requests") == 0
+    assert metric_value(text, "dynamo_frontend_disconnected_clients") == 1
     assert re.search(r'dynamo_frontend_requests_total\{[^}]*status="cancelled"[^}]*\} 1\.0', text)
     assert freed_after < 2.0

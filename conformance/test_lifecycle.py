@@ -12,6 +12,8 @@ import time
 import aiohttp
 import pytest
 
+from conformance.server import metric_value
+
 pytestmark = pytest.mark.timeout(60)
 
 MODEL = "tiny-chatml"
@@ -21,14 +23,6 @@ CHAT = "/v1/chat/completions"
 def _chat(max_tokens: int, stream: bool = False, **extra) -> dict:
     return {"model": MODEL, "messages": [{"role": "user", "content": "tell me a story"}],
             "max_tokens": max_tokens, "ignore_eos": True, "stream": stream, **extra}
-
-
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 IDLE_GAUGES = ("dynamo_frontend_inflight_requests", "dynamo_frontend_queued_requests",
@@ -41,7 +35,7 @@ async def _wait_idle(s: aiohttp.ClientSession, url: str, timeout: float = 8.0) -
     while True:
         async with s.get(url + "/metrics") as r:
             text = await r.text()
-        values = {g: _metric(text, g) for g in IDLE_GAUGES}
+        values = {g: metric_value(text, g) for g in IDLE_GAUGES}
         if not any(values.values()) or time.monotonic() > deadline:
             return values
         await asyncio.sleep(0.05)
@@ -178,7 +172,7 @@ async def test_random_disconnects_leak_nothing(make_server) -> None:
         async with s.post(srv.url + CHAT, json=_chat(4)) as r:
             assert r.status == 200
         async with s.get(srv.url + "/metrics") as r:
-            disconnected = _metric(await r.text(), "dynamo_frontend_disconnected_clients")
+            disconnected = metric_value(await r.text(), "dynamo_frontend_disconnected_clients")
     print(f"\n{total} requests with random disconnects at concurrency {concurrency}: {elapsed:.1f}s {outcomes}")
     assert outcomes.get("hung_up", 0) > total // 4 and outcomes.get("complete", 0) > total // 10
     assert disconnected > total // 10, "hang-ups were not seen as disconnects"

@@ -14,30 +14,16 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from conformance.server import LoggedProcess
+
 TOKEN = "test-worker-token"
 
 
 @dataclass
-class Proc:
-    """A dynamo-mono subprocess and its log file."""
+class Proc(LoggedProcess):
+    """A dynamo-mono subprocess (server or worker) and its log file."""
 
-    proc: subprocess.Popen
-    log_path: str
     url: str = ""
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 def _popen(args: list[str], name: str, env: dict[str, str] | None = None) -> Proc:
