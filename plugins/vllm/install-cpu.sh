@@ -62,8 +62,6 @@ PYEOF
     fi
 fi
 
-if (cd / && "$PY" -c "from importlib.metadata import distribution; distribution('dynamo-mono-vllm')") >/dev/null 2>&1; then
-    echo "dynamo-mono-vllm already installed"
-else
-    "$PY" -m pip install --no-deps -e "$HERE"
-fi
+# Always (re)point the plugin at this checkout: cheap, and a stale install from another clone would
+# otherwise shadow the code under test.
+"$PY" -m pip install -q --no-deps -e "$HERE"
