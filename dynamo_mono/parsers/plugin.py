@@ -20,17 +20,18 @@ REASONING = {
     "kimi": reasoning.kimi,
 }
 
+# Parser classes are their own factories: cls(tools, *, max_hold=...).
 TOOL_CALL = {
-    "hermes": tools_json.hermes,
-    "llama3_json": tools_json.llama3_json,
-    "mistral": tools_json.mistral,
-    "pythonic": tools_pythonic.pythonic,
-    "qwen3_coder": tools_xml.qwen3_coder,
-    "deepseek_v3": tools_json.deepseek_v3,
-    "minimax_m2": tools_xml.minimax_m2,
-    "harmony": tools_json.harmony,
-    "kimi_k2": tools_json.kimi_k2,
-    "glm45": tools_xml.glm45,
+    "hermes": tools_json.HermesToolParser,
+    "llama3_json": tools_json.Llama3JsonToolParser,
+    "mistral": tools_json.MistralToolParser,
+    "pythonic": tools_pythonic.PythonicToolParser,
+    "qwen3_coder": tools_xml.Qwen3CoderToolParser,
+    "deepseek_v3": tools_json.DeepSeekV3ToolParser,
+    "minimax_m2": tools_xml.MiniMaxM2ToolParser,
+    "harmony": tools_json.HarmonyToolParser,
+    "kimi_k2": tools_json.KimiK2ToolParser,
+    "glm45": tools_xml.Glm45ToolParser,
 }
 
 

@@ -179,27 +179,3 @@ class HarmonyToolParser(StreamToolParser):
             return
         self._pos = end
         self._done_call()
-
-
-def hermes(tools: list[dict] | None = None, **kw) -> HermesToolParser:
-    return HermesToolParser(tools, **kw)
-
-
-def llama3_json(tools: list[dict] | None = None, **kw) -> Llama3JsonToolParser:
-    return Llama3JsonToolParser(tools, **kw)
-
-
-def mistral(tools: list[dict] | None = None, **kw) -> MistralToolParser:
-    return MistralToolParser(tools, **kw)
-
-
-def deepseek_v3(tools: list[dict] | None = None, **kw) -> DeepSeekV3ToolParser:
-    return DeepSeekV3ToolParser(tools, **kw)
-
-
-def kimi_k2(tools: list[dict] | None = None, **kw) -> KimiK2ToolParser:
-    return KimiK2ToolParser(tools, **kw)
-
-
-def harmony(tools: list[dict] | None = None, **kw) -> HarmonyToolParser:
-    return HarmonyToolParser(tools, **kw)

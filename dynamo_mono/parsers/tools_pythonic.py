@@ -112,7 +112,3 @@ class PythonicToolParser(StreamToolParser):
             return out
         except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
             raise Malformed from None
-
-
-def pythonic(tools: list[dict] | None = None, **kw) -> PythonicToolParser:
-    return PythonicToolParser(tools, **kw)

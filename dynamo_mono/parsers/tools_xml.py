@@ -125,15 +125,3 @@ class Glm45ToolParser(_XmlParams):
             n += 1
         self._close_args(n)
         self._done_call()
-
-
-def qwen3_coder(tools: list[dict] | None = None, **kw) -> Qwen3CoderToolParser:
-    return Qwen3CoderToolParser(tools, **kw)
-
-
-def minimax_m2(tools: list[dict] | None = None, **kw) -> MiniMaxM2ToolParser:
-    return MiniMaxM2ToolParser(tools, **kw)
-
-
-def glm45(tools: list[dict] | None = None, **kw) -> Glm45ToolParser:
-    return Glm45ToolParser(tools, **kw)
