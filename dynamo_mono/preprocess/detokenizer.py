@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Sequence
 
 from dynamo_mono.preprocess.tokenizer import Tokenizer
@@ -22,7 +23,7 @@ _COMPACT_AT = 1024
 class IncrementalDetokenizer:
     """Streaming decode of one sequence. `add` returns only text that later tokens cannot change."""
 
-    __slots__ = ("_tok", "_hf", "_skip", "_ids", "_prefix", "_read", "_stream")
+    __slots__ = ("_tok", "_hf", "_skip", "_ids", "_prefix", "_read", "_stream", "_table", "_drop", "_utf8")
 
     def __init__(
         self,
@@ -42,12 +43,30 @@ class IncrementalDetokenizer:
         if use_decode_stream is None:
             use_decode_stream = _DecodeStream is not None
         self._stream = _DecodeStream(ids=tail, skip_special_tokens=skip_special_tokens) if use_decode_stream else None
+        # Byte-level BPE (the common case) needs no tokenizer call per token: bytes from a table, then an
+        # incremental UTF-8 decoder, which holds an incomplete character until its last byte arrives.
+        table = tokenizer.byte_table() if use_decode_stream is None else None
+        self._table = table[0] if table is not None else None
+        self._drop = table[1] if table is not None and skip_special_tokens else frozenset()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace") if table is not None else None
 
     def add(self, token_ids: Sequence[int]) -> str:
         """Append generated ids; return the text they complete (possibly "")."""
         n = len(token_ids)
         if n == 0:
             return ""
+        table = self._table
+        if table is not None:
+            drop = self._drop
+            try:
+                if n == 1:
+                    t = token_ids[0]
+                    return "" if t in drop else self._utf8.decode(table[t])
+                return self._utf8.decode(b"".join([table[t] for t in token_ids if t not in drop]))
+            except IndexError:  # an id outside the vocabulary: leave it to the tokenizer's own decoder
+                self._table = None
+                held, self._utf8 = self._utf8.decode(b"", final=True), None
+                return held + self._tok.decode(token_ids, self._skip)
         ids = self._ids
         ids.extend(token_ids)
         stream = self._stream
@@ -88,6 +107,10 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Text of ids still held back at the end of the stream (an invalid byte sequence becomes U+FFFD)."""
+        if self._table is not None:
+            text = self._utf8.decode(b"", final=True)
+            self._utf8.reset()
+            return text
         ids = self._ids
         if self._read >= len(ids):
             return ""

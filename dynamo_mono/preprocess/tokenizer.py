@@ -107,6 +107,16 @@ class Tokenizer:
             chat_template=template,
         )
 
+    def byte_table(self) -> tuple[list[bytes], frozenset[int]] | None:
+        """Token id → bytes table for byte-level BPE vocabularies (built once), else None."""
+        try:
+            return self._byte_table
+        except AttributeError:
+            from dynamo_mono.preprocess.byte_level import byte_table
+
+            self._byte_table = byte_table(self._tok)
+            return self._byte_table
+
     @property
     def hf(self) -> _HFTokenizer:
         """The underlying `tokenizers.Tokenizer`."""

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from dynamo_mono.preprocess import IncrementalDetokenizer, Tokenizer, load_model_dir
 
 TOK: Tokenizer = load_model_dir(None).tokenizer
-MODES = [pytest.param(True, id="decode_stream"), pytest.param(False, id="offset_window")]
+MODES = [pytest.param(None, id="byte_table"), pytest.param(True, id="decode_stream"),
+         pytest.param(False, id="offset_window")]
 
 _MIXED = list("aé漢字😀🚀👍🏽ñ中文日本語한국어Ωπ∑€ \n\t") + ["e\u0301", "🇫🇷", "👨‍👩‍👧", "<|im_end|>", "<think>", "</tool_call>"]
 texts = st.one_of(
