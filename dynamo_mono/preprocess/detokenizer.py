@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import codecs
+from codecs import utf_8_decode as _utf8_decode
 from typing import Sequence
 
 from dynamo_mono.preprocess.tokenizer import Tokenizer
@@ -23,7 +23,7 @@ _COMPACT_AT = 1024
 class IncrementalDetokenizer:
     """Streaming decode of one sequence. `add` returns only text that later tokens cannot change."""
 
-    __slots__ = ("_tok", "_hf", "_skip", "_ids", "_prefix", "_read", "_stream", "_table", "_drop", "_utf8")
+    __slots__ = ("_tok", "_hf", "_skip", "_ids", "_prefix", "_read", "_stream", "_table", "_drop", "_pending")
 
     def __init__(
         self,
@@ -40,15 +40,16 @@ class IncrementalDetokenizer:
         self._ids: list[int] = tail  # prompt tail + every generated id
         self._prefix = 0  # window start (fallback path)
         self._read = len(tail)  # ids before this index have been emitted as text
-        if use_decode_stream is None:
-            use_decode_stream = _DecodeStream is not None
-        self._stream = _DecodeStream(ids=tail, skip_special_tokens=skip_special_tokens) if use_decode_stream else None
         # Byte-level BPE (the common case) needs no tokenizer call per token: bytes from a table, then an
         # incremental UTF-8 decoder, which holds an incomplete character until its last byte arrives.
+        # use_decode_stream=True / False forces tokenizers' DecodeStream / the offset window instead.
         table = tokenizer.byte_table() if use_decode_stream is None else None
+        if use_decode_stream is None:
+            use_decode_stream = _DecodeStream is not None and table is None
+        self._stream = _DecodeStream(ids=tail, skip_special_tokens=skip_special_tokens) if use_decode_stream else None
         self._table = table[0] if table is not None else None
         self._drop = table[1] if table is not None and skip_special_tokens else frozenset()
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace") if table is not None else None
+        self._pending = b""  # bytes of an incomplete UTF-8 character (table path)
 
     def add(self, token_ids: Sequence[int]) -> str:
         """Append generated ids; return the text they complete (possibly "")."""
@@ -61,12 +62,19 @@ class IncrementalDetokenizer:
             try:
                 if n == 1:
                     t = token_ids[0]
-                    return "" if t in drop else self._utf8.decode(table[t])
-                return self._utf8.decode(b"".join([table[t] for t in token_ids if t not in drop]))
+                    if t in drop:
+                        return ""
+                    data = self._pending + table[t] if self._pending else table[t]
+                else:
+                    data = self._pending + b"".join([table[t] for t in token_ids if t not in drop])
             except IndexError:  # an id outside the vocabulary: leave it to the tokenizer's own decoder
                 self._table = None
-                held, self._utf8 = self._utf8.decode(b"", final=True), None
+                held = _utf8_decode(self._pending, "replace", True)[0]
+                self._pending = b""
                 return held + self._tok.decode(token_ids, self._skip)
+            text, used = _utf8_decode(data, "replace", False)  # keeps an incomplete trailing character
+            self._pending = data[used:] if used < len(data) else b""
+            return text
         ids = self._ids
         ids.extend(token_ids)
         stream = self._stream
@@ -108,8 +116,8 @@ class IncrementalDetokenizer:
     def flush(self) -> str:
         """Text of ids still held back at the end of the stream (an invalid byte sequence becomes U+FFFD)."""
         if self._table is not None:
-            text = self._utf8.decode(b"", final=True)
-            self._utf8.reset()
+            text = _utf8_decode(self._pending, "replace", True)[0] if self._pending else ""
+            self._pending = b""
             return text
         ids = self._ids
         if self._read >= len(ids):
