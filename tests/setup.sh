@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
-"$PY" -m pip install -q -e '.[test]'
+"$PY" -m pip install -q -e '.[test,bench]'
 "$PY" -m pip install -q 'nixl-cu12==1.5.1'
 "$PY" -m pip install -q --no-deps 'nixl==1.5.1' -e plugins/nixl
 PYTHON="$PY" bash plugins/vllm/install-cpu.sh
