@@ -11,6 +11,24 @@ from dynamo_mono.parsers.schema import param_types
 
 _WS = " \t\r\n"
 _STR_SPECIAL = re.compile(r'["\\]')
+
+
+def _scan_string(buf: str, p: int) -> tuple[int, bool]:
+    """From inside a JSON string at p: (just past its closing quote, True), or (where to resume once more
+    text arrives, False) when the buffer ends first (possibly in the middle of an escape)."""
+    n = len(buf)
+    while p < n:
+        m = _STR_SPECIAL.search(buf, p)
+        if m is None:
+            return n, False
+        p = m.start()
+        if buf[p] == "\\":
+            if p + 1 >= n:
+                return p, False
+            p += 2
+            continue
+        return p + 1, True
+    return p, False
 _STRUCT = re.compile(r'["{}\[\]]')
 _SCALAR_END = re.compile(r'[\s,}\]<\[{]')
 
@@ -280,18 +298,10 @@ class StreamToolParser(ToolCallParser):
                 done = False
                 while p < n:
                     if in_str:
-                        m = _STR_SPECIAL.search(buf, p)
-                        if m is None:
-                            p = n
+                        p, closed = _scan_string(buf, p)
+                        if not closed:
                             break
-                        p = m.start()
-                        if buf[p] == "\\":
-                            if p + 1 >= n:
-                                break
-                            p += 2
-                            continue
                         in_str = False
-                        p += 1
                         continue
                     m = _STRUCT.search(buf, p)
                     if m is None:
@@ -320,24 +330,8 @@ class StreamToolParser(ToolCallParser):
         elif c == '"':
             p += 1
             while True:
-                buf = self._buf
-                n = len(buf)
-                done = False
-                while p < n:
-                    m = _STR_SPECIAL.search(buf, p)
-                    if m is None:
-                        p = n
-                        break
-                    p = m.start()
-                    if buf[p] == "\\":
-                        if p + 1 >= n:
-                            break
-                        p += 2
-                        continue
-                    p += 1
-                    done = True
-                    break
-                if done:
+                p, closed = _scan_string(self._buf, p)
+                if closed:
                     break
                 yield from self._more()
             if emit:

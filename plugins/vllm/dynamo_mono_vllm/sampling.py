@@ -47,6 +47,11 @@ def structured_outputs(response_format: dict | None, guided: dict | None) -> Any
     return None  # "text"
 
 
+# Our SamplingParams fields that vLLM's SamplingParams takes under the same name and meaning.
+_SAME_NAME = ("temperature", "top_p", "min_p", "seed", "presence_penalty", "frequency_penalty",
+              "repetition_penalty", "logprobs")
+
+
 def sampling_params(request: EngineRequest) -> Any:
     """A DELTA-streaming, non-detokenizing SamplingParams for request (stop strings stay with the server)."""
     from vllm import SamplingParams
@@ -65,24 +70,12 @@ def sampling_params(request: EngineRequest) -> Any:
     }
     if st.stop_token_ids:
         kw["stop_token_ids"] = list(st.stop_token_ids)
-    if s.temperature is not None:
-        kw["temperature"] = s.temperature
-    if s.top_p is not None:
-        kw["top_p"] = s.top_p
+    for name in _SAME_NAME:  # None = the engine's default
+        value = getattr(s, name)
+        if value is not None:
+            kw[name] = value
     if s.top_k:  # OpenAI-style None / 0 = off, which is vLLM's default (0)
         kw["top_k"] = s.top_k
-    if s.min_p is not None:
-        kw["min_p"] = s.min_p
-    if s.seed is not None:
-        kw["seed"] = s.seed
-    if s.presence_penalty is not None:
-        kw["presence_penalty"] = s.presence_penalty
-    if s.frequency_penalty is not None:
-        kw["frequency_penalty"] = s.frequency_penalty
-    if s.repetition_penalty is not None:
-        kw["repetition_penalty"] = s.repetition_penalty
-    if s.logprobs is not None:
-        kw["logprobs"] = s.logprobs
     so = structured_outputs(s.response_format, s.guided)
     if so is not None:
         kw["structured_outputs"] = so
