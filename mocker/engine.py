@@ -42,6 +42,7 @@ from mocker.sequence import FINISHED, Sequence
 log = logging.getLogger("dynamo_mono.mocker")
 
 _DEFAULTS = {o.name: o.default for o in MOCKER_OPTIONS}
+_CATCH_UP_S = 0.003
 
 
 def validate_options(opts: dict[str, Any], max_model_len: int) -> None:
@@ -389,15 +390,14 @@ class MockerEngine:
         sched = self.ranks[rank]
         perf = self.perf
         faults = self.faults
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        deadline = time.perf_counter()
         try:
             while sched.has_work():
                 if faults.stall_until:
                     rem = faults.stall_remaining()
                     if rem > 0:
                         await asyncio.sleep(rem)
-                        deadline = loop.time()
+                        deadline = time.perf_counter()
                         continue
                     faults.stall_until = 0.0
                 plan, failed = sched.schedule()
@@ -409,12 +409,14 @@ class MockerEngine:
                     continue
                 speed = self.speedup
                 if speed > 0:
-                    # Sleep to an absolute deadline so Python overhead does not stretch simulated time.
-                    now = loop.time()
-                    if deadline < now:
+                    # Sleep to an absolute deadline so Python overhead does not stretch simulated time. Timers
+                    # fire late by up to a millisecond (uvloop's resolution): being late by less than
+                    # _CATCH_UP_S is paid back by the next steps' shorter sleeps; a longer stall is not.
+                    now = time.perf_counter()
+                    if deadline < now - _CATCH_UP_S:
                         deadline = now
                     deadline += perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) / 1000.0 / speed
-                    await asyncio.sleep(deadline - now)
+                    await asyncio.sleep(max(0.0, deadline - now))
                 else:
                     await asyncio.sleep(0)
                 self._complete(rank, sched, plan)

@@ -22,7 +22,7 @@ def _concurrencies(text: str) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench flags (also used by tests/benchmarks scripts)."""
     g = p.add_argument_group("target")
-    g.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default %(default)s)")
+    g.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL; http:// is assumed when no scheme is given (default %(default)s)")
     g.add_argument("--model", help="model name (default: the first of GET /v1/models)")
     g.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
     g.add_argument("--api", choices=("chat", "completions", "completions-tokens"), default="chat",
@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     num = args.num_requests if args.num_requests is not None else (None if args.duration else 100)
     return BenchConfig(
-        url=args.url, model=args.model, api_key=args.api_key, api=args.api, stream=args.stream,
+        url=args.url if "://" in args.url else "http://" + args.url, model=args.model, api_key=args.api_key, api=args.api, stream=args.stream,
         concurrency=args.concurrency, request_rate=args.request_rate, num_requests=num,
         duration_s=args.duration, warmup=args.warmup,
         isl=parse_dist(args.isl_dist or args.isl, "--isl-dist" if args.isl_dist else "--isl"),

@@ -23,11 +23,13 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 from dynamo_mono.assets import TINY_CHATML_DIR
 from dynamo_mono.bench import BenchConfig, BenchResult, Dist, arun_benchmark
 from dynamo_mono.bench.procstat import descendants, rss_bytes
 from dynamo_mono.bench.workload import WordPool
+from mocker.perf_model import PerfModel
 
 MODEL = "tiny-chatml"
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -90,13 +92,29 @@ class Servers:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_mono(speedup: float, pin: bool) -> Servers:
+def write_shared_profile(path: Path) -> Path:
+    """One engine timing profile (mocker-format NPZ, the keys both mockers read from --planner-profile-data),
+    sampled from our mocker's default formulas (a 7-8B model on one H100), so that at speedup 1 both servers
+    simulate the same engine and the latencies compare the frontends and schedulers, not two timing models."""
+    pm = PerfModel()
+    isl = np.linspace(16, 16384, 128)
+    kv = np.linspace(0, 262144, 64)
+    ctx = np.linspace(1, 16384, 64)
+    batch = np.maximum(1.0, kv[:, None] / ctx[None, :])
+    itl = pm.decode_base_ms + batch * pm.decode_ms_per_seq + kv[:, None] * pm.decode_ms_per_kv_token
+    np.savez(path, prefill_isl=isl, prefill_ttft_ms=[pm.prefill_base_ms + pm.prefill_ms(int(n), 0) for n in isl],
+             decode_active_kv_tokens=kv, decode_context_length=ctx, decode_itl=itl)
+    return path
+
+
+def start_mono(speedup: float, pin: bool, profile: Path | None = None) -> Servers:
     s = Servers("dynamo-mono", pin)
     ready = s.tmp / "ready"
     # The Anthropic API is off on both sides (Dynamo's default), so the two route tables match.
     s._spawn([sys.executable, "-m", "dynamo_mono.cli", "serve", "--model", str(TINY_CHATML_DIR),
               "--served-model-name", MODEL, "--speedup-ratio", str(speedup), "--port", "0",
-              "--ready-file", str(ready), "--no-anthropic-api", "--log-level", "warning"], "serve.log")
+              "--ready-file", str(ready), "--no-anthropic-api", "--log-level", "warning",
+              *(["--planner-profile-data", str(profile)] if profile else [])], "serve.log")
     deadline = time.monotonic() + 60
     while not (ready.exists() and ready.read_text().strip()):
         if s.procs[0].poll() is not None or time.monotonic() > deadline:
@@ -109,7 +127,7 @@ def start_mono(speedup: float, pin: bool) -> Servers:
     return s
 
 
-def start_dynamo(python: str, speedup: float, pin: bool) -> Servers:
+def start_dynamo(python: str, speedup: float, pin: bool, profile: Path | None = None) -> Servers:
     s = Servers("dynamo", pin)
     port = _free_port()
     env = dict(os.environ, DYN_FILE_KV=str(s.tmp / "kv"), DYN_LOG="warn")
@@ -117,7 +135,8 @@ def start_dynamo(python: str, speedup: float, pin: bool) -> Servers:
     s._spawn([python, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", str(port),
               "--router-mode", "round-robin", *common], "frontend.log", env)
     s._spawn([python, "-m", "dynamo.mocker", "--model-path", str(TINY_CHATML_DIR), "--model-name", MODEL,
-              "--speedup-ratio", str(speedup), *common], "mocker.log", env)
+              "--speedup-ratio", str(speedup), *common,
+              *(["--planner-profile-data", str(profile)] if profile else [])], "mocker.log", env)
     s.url = f"http://127.0.0.1:{port}"
     try:
         _wait_models(s.url)
@@ -194,19 +213,25 @@ async def main_async(args: argparse.Namespace) -> dict:
         finally:
             s.stop()
 
-    # 2. Both engines at speedup 1: latency percentiles at c=16 and c=64, then memory with requests in flight.
-    for name, start in (("dynamo-mono", lambda: start_mono(1, args.pin)),
-                        ("dynamo", lambda: start_dynamo(args.dynamo_python, 1, args.pin))):
-        s = start()
-        try:
-            c16 = await bench(s, pool, 16, max(args.requests // 8, 64), 16)
-            c64 = await bench(s, pool, 64, max(args.requests // 4, 128), 64)
-            idle, busy = await rss_in_flight(s, pool, args.inflight)
-            out[name]["speedup1"] = {"c16": c16.to_dict(), "c64": c64.to_dict()}
-            out[name]["memory"] = {"idle_mb": idle / 2**20, "inflight": args.inflight, "busy_mb": busy / 2**20,
-                                   "per_request_kb": (busy - idle) / args.inflight / 1024}
-        finally:
-            s.stop()
+    # 2. Both engines at speedup 1 with the same timing profile: latency percentiles at c=16 and c=64, then
+    #    memory with requests in flight.
+    profile_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    profile = write_shared_profile(profile_dir / "perf_data.npz")
+    try:
+        for name, start in (("dynamo-mono", lambda: start_mono(1, args.pin, profile)),
+                            ("dynamo", lambda: start_dynamo(args.dynamo_python, 1, args.pin, profile))):
+            s = start()
+            try:
+                c16 = await bench(s, pool, 16, max(args.requests // 8, 64), 16)
+                c64 = await bench(s, pool, 64, max(args.requests // 4, 128), 64)
+                idle, busy = await rss_in_flight(s, pool, args.inflight)
+                out[name]["speedup1"] = {"c16": c16.to_dict(), "c64": c64.to_dict()}
+                out[name]["memory"] = {"idle_mb": idle / 2**20, "inflight": args.inflight, "busy_mb": busy / 2**20,
+                                       "per_request_kb": (busy - idle) / args.inflight / 1024}
+            finally:
+                s.stop()
+    finally:
+        shutil.rmtree(profile_dir, ignore_errors=True)
     return out
 
 
