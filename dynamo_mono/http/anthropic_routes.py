@@ -25,7 +25,7 @@ from dynamo_mono.engine import EngineError
 from dynamo_mono.http.body import read_json, validate
 from dynamo_mono.http.middleware import json_response
 from dynamo_mono.http.failures import engine_failure, request_timeout
-from dynamo_mono.http.sse import named_event, open_stream
+from dynamo_mono.http.sse import EventStream, named_event, open_stream
 from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.http.tracking import RequestTracker
 from dynamo_mono.protocol.anthropic import (REQUEST_MODELS, RESPONSE_MODELS, ChatRequest, CountTokensRequest,
@@ -346,23 +346,23 @@ async def _stream_message(request: web.Request, state: ServerState, gen: Generat
                           mid: str, model_name: str, tracker: RequestTracker) -> web.StreamResponse:
     it = gen.steps()
     pending: asyncio.Task | None = None
-    resp: web.StreamResponse | None = None
+    stream: EventStream | None = None
     try:
         pending = await _first_step(it)
-        resp = await open_stream(request)
+        stream = await open_stream(request)
         start = {"type": "message_start", "message": {
             "id": mid, "type": "message", "role": "assistant", "content": [], "model": model_name,
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": gen.prompt_tokens, "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0, "output_tokens": 0}}}
-        await resp.write(named_event("message_start", start) + PING)
+        await stream.send(named_event("message_start", start) + PING)
         async with asyncio.timeout(request_timeout(state)):
             waiting = True
             while waiting:  # until the first token: wait on the pull, pinging every PING_INTERVAL_S
                 if pending is None:
                     pending = asyncio.ensure_future(it.__anext__())
                 while not (await asyncio.wait({pending}, timeout=PING_INTERVAL_S))[0]:
-                    await resp.write(PING)
+                    await stream.send(PING)
                 task, pending = pending, None
                 try:
                     step = task.result()
@@ -371,30 +371,30 @@ async def _stream_message(request: web.Request, state: ServerState, gen: Generat
                 waiting = not step.num_tokens and step.finish_reason is None
                 blocks.add(step)
                 if blocks.out:
-                    await resp.write(blocks.take())
+                    await stream.send(blocks.take())
             else:
                 async for step in it:
                     blocks.add(step)
                     if blocks.out:
-                        await resp.write(blocks.take())
+                        await stream.send(blocks.take())
         blocks.finish()
         stop_reason, stop_sequence = _stop(gen, blocks)
-        await resp.write(blocks.take() + named_event("message_delta", {
+        await stream.send(blocks.take() + named_event("message_delta", {
             "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
             "usage": _usage(gen)}) + named_event("message_stop", {"type": "message_stop"}))
     except (EngineError, TimeoutError, ApiError) as exc:
         err = exc if isinstance(exc, ApiError) else engine_failure(exc)
-        if resp is None:
+        if stream is None:
             raise err from None
         tracker.fail(err.code or f"http_{err.status}")
-        await resp.write(named_event("error", err.anthropic_body()))
+        await stream.send(named_event("error", err.anthropic_body()))
     finally:
         if pending is not None:
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
         await it.aclose()
         gen.observe()
-    return resp
+    return stream.response
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -126,7 +126,7 @@ async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name:
 
 async def _stream_chat(request: web.Request, state: ServerState, gen: Generation, rid: str, model_name: str,
                        include_usage: bool, tracker: RequestTracker) -> web.StreamResponse:
-    resp = await open_stream(request)
+    stream = await open_stream(request)
     created = int(time.time())
     head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name}
     role_sent = [False] * len(gen.states)
@@ -145,7 +145,7 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
                 i = step.index
                 if (role_sent[i] and step.content and not step.reasoning and not step.tool_calls
                         and step.logprobs is None and step.finish_reason is None):
-                    await resp.write(b"data: " + content_pre[i] + orjson.dumps(step.content) + content_post)
+                    await stream.send(b"data: " + content_pre[i] + orjson.dumps(step.content) + content_post)
                     continue
                 delta: dict[str, Any] = {}
                 if not role_sent[i]:
@@ -164,16 +164,16 @@ async def _stream_chat(request: web.Request, state: ServerState, gen: Generation
                 if step.finish_reason is not None:
                     out += chunk(i, {}, step.finish_reason)
                 if out:
-                    await resp.write(out)
+                    await stream.send(out)
         tail = b""
         if include_usage:
             tail = data_event({**head, "choices": [], "usage": gen.usage()})
-        await resp.write(tail + DONE)
+        await stream.send(tail + DONE)
     except (EngineError, TimeoutError, ApiError) as exc:
         err = exc if isinstance(exc, ApiError) else engine_failure(exc)
         tracker.fail(err.code or "engine_error")
-        await resp.write(data_event(err.openai_body()) + DONE)
-    return resp
+        await stream.send(data_event(err.openai_body()) + DONE)
+    return stream.response
 
 
 # --- completions -----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ async def _unary_completion(state: ServerState, gen: Generation, rid: str, model
 
 async def _stream_completion(request: web.Request, state: ServerState, gen: Generation, rid: str, model_name: str,
                              echoes: list[str], include_usage: bool, tracker: RequestTracker) -> web.StreamResponse:
-    resp = await open_stream(request)
+    stream = await open_stream(request)
     head = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name}
     offsets = [len(e) for e in echoes]
     pending_echo = list(echoes)
@@ -295,15 +295,15 @@ async def _stream_completion(request: web.Request, state: ServerState, gen: Gene
                     text, pending_echo[i] = pending_echo[i] + text, ""
                 lp, offsets[i] = _completion_logprobs(step, offsets[i])
                 if text or lp is not None or step.finish_reason is not None:
-                    await resp.write(data_event({**head, "choices": [
+                    await stream.send(data_event({**head, "choices": [
                         {"index": i, "text": text, "logprobs": lp, "finish_reason": step.finish_reason}]}))
         tail = data_event({**head, "choices": [], "usage": gen.usage()}) if include_usage else b""
-        await resp.write(tail + DONE)
+        await stream.send(tail + DONE)
     except (EngineError, TimeoutError, ApiError) as exc:
         err = exc if isinstance(exc, ApiError) else engine_failure(exc)
         tracker.fail(err.code or "engine_error")
-        await resp.write(data_event(err.openai_body()) + DONE)
-    return resp
+        await stream.send(data_event(err.openai_body()) + DONE)
+    return stream.response
 
 
 # --- models ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dynamo_mono.protocol.errors import ApiError
 class RequestTracker:
     """Context manager around one API request; classifies how it ended for the metrics."""
 
-    __slots__ = ("state", "model", "endpoint", "request_type", "status", "error_type")
+    __slots__ = ("state", "model", "endpoint", "request_type", "status", "error_type", "mm")
 
     def __init__(self, state: ServerState, model: str, endpoint: str, stream: bool) -> None:
         self.state = state
@@ -20,11 +20,12 @@ class RequestTracker:
         self.request_type = "stream" if stream else "unary"
         self.status = "success"
         self.error_type = ""
+        self.mm = state.metrics.model(model)
 
     def __enter__(self) -> "RequestTracker":
         m = self.state.metrics
-        m.inflight.labels(self.model).inc()
-        m.requests_started.labels(self.model, self.endpoint).inc()
+        self.mm.inflight.inc()
+        m.child(m.requests_started, self.model, self.endpoint).inc()
         self.state.inflight += 1
         return self
 
@@ -35,15 +36,15 @@ class RequestTracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         m = self.state.metrics
         self.state.inflight -= 1
-        m.inflight.labels(self.model).dec()
+        self.mm.inflight.dec()
         if exc_type is not None:
             if issubclass(exc_type, (asyncio.CancelledError, ConnectionResetError)):
                 self.status, self.error_type = "cancelled", "disconnected"
-                m.disconnected.labels(self.model).inc()
+                self.mm.disconnected.inc()
             elif issubclass(exc_type, ApiError):
                 self.status, self.error_type = "error", f"http_{exc.status}"
             else:
                 self.status, self.error_type = "error", "internal"
         if self.status == "error":
-            m.failures.labels(self.model, self.error_type).inc()
-        m.requests_total.labels(self.model, self.endpoint, self.request_type, self.status, self.error_type).inc()
+            m.child(m.failures, self.model, self.error_type).inc()
+        m.child(m.requests_total, self.model, self.endpoint, self.request_type, self.status, self.error_type).inc()

@@ -79,8 +79,9 @@ class ChatPipeline:
         t1 = time.perf_counter()
         ids = await model.tokenize(text)
         t2 = time.perf_counter()
-        metrics.template.labels(model.name).observe(t1 - t0)
-        metrics.tokenize.labels(model.name).observe(t2 - t1)
+        mm = metrics.model(model.name)
+        mm.template.observe(t1 - t0)
+        mm.tokenize.observe(t2 - t1)
         return model.make_prompt(ids, text)
 
     def generation(self, model: ServedModel, prompt: Prompt, p: GenParams, request_id: str, *,
@@ -99,7 +100,7 @@ class ChatPipeline:
                                       parser=parser, want_logprobs=p.logprobs is not None,
                                       include_stop=p.include_stop_str_in_output,
                                       prompt_tail=prompt.token_ids[-5:]))
-        self.state.metrics.priority.labels(model.name).observe(p.priority)
+        self.state.metrics.model(model.name).priority.observe(p.priority)
         return Generation(model.pool, reqs, states, len(prompt.token_ids), metrics=self.state.metrics,
                           model=model.name, admission=admission_queues(self.state, model),
                           latency_sensitivity=p.latency_sensitivity)

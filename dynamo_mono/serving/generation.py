@@ -74,12 +74,12 @@ class Generation:
             await queue.acquire(priority, self.latency_sensitivity)
             return
         if self.metrics is not None:
-            self.metrics.queued.labels(self.model).inc()
+            self.metrics.model(self.model).queued.inc()
         try:
             await queue.acquire(priority, self.latency_sensitivity)
         finally:
             if self.metrics is not None:
-                self.metrics.queued.labels(self.model).dec()
+                self.metrics.model(self.model).queued.dec()
 
     async def steps(self) -> AsyncIterator[Step]:
         """Yield Steps until every choice has finished (a Step with finish_reason is each choice's last)."""
@@ -138,19 +138,18 @@ class Generation:
 
     def observe(self) -> None:
         """Record per-request latency and size metrics once, at the end."""
-        m = self.metrics
-        if m is None:
+        if self.metrics is None:
             return
-        name = self.model
+        m = self.metrics.model(self.model)
         now = time.perf_counter()
-        m.duration.labels(name).observe(now - self.started)
-        m.isl.labels(name).observe(self.prompt_tokens)
+        m.duration.observe(now - self.started)
+        m.isl.observe(self.prompt_tokens)
         out = self.completion_tokens
-        m.osl.labels(name).observe(out)
-        m.output_tokens.labels(name).inc(out)
-        m.cached_tokens.labels(name).observe(self.cached_tokens)
+        m.osl.observe(out)
+        m.output_tokens.inc(out)
+        m.cached_tokens.observe(self.cached_tokens)
         if self.first_token_at is not None:
-            m.ttft.labels(name).observe(self.first_token_at - self.started)
+            m.ttft.observe(self.first_token_at - self.started)
             per_choice = out / max(1, len(self.states))
             if per_choice > 1 and self.last_token_at is not None:
-                m.itl.labels(name).observe((self.last_token_at - self.first_token_at) / (per_choice - 1))
+                m.itl.observe((self.last_token_at - self.first_token_at) / (per_choice - 1))

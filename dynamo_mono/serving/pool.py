@@ -163,7 +163,7 @@ class InstancePool:
     def _queue_delta(self, d: int) -> None:
         self.queued += d
         if self.metrics is not None:
-            self.metrics.queued.labels(self.model).inc(d)
+            self.metrics.model(self.model).queued.inc(d)
 
     async def generate(self, req: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Stream outputs, re-dispatching (prompt + tokens so far) on failure up to migration_limit."""
@@ -214,7 +214,7 @@ class InstancePool:
                 raise EngineError(f"instance {inst.worker_id} failed: {error}")
             attempts += 1
             if self.metrics is not None:
-                self.metrics.migrations.labels(self.model).inc()
+                self.metrics.model(self.model).migrations.inc()
             log.warning("request %s: instance %s failed (%s); migrating (%d/%d)",
                         req.request_id, inst.worker_id, error, attempts, self.migration_limit)
             req = self._migrated(original, generated)
