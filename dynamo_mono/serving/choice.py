@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from dynamo_mono.engine import EngineOutput
 from dynamo_mono.preprocess.detokenizer import IncrementalDetokenizer
@@ -17,7 +17,7 @@ class Step:
     index: int
     content: str = ""
     reasoning: str = ""
-    tool_calls: list[Any] = field(default_factory=list)  # parsers.base.ToolCallDelta
+    tool_calls: Sequence[Any] = ()  # parsers.base.ToolCallDelta
     logprobs: list[tuple[str, float, list[tuple[str, float]], int]] | None = None  # (token, lp, top, id)
     finish_reason: str | None = None
     num_tokens: int = 0
@@ -54,10 +54,18 @@ class ChoiceState:
         """Consume one engine output. A Step with finish_reason set is the choice's last."""
         if out.cached_tokens is not None:
             self.cached_tokens = out.cached_tokens
-        step = Step(self.index, num_tokens=len(out.token_ids))
-        self.completion_tokens += len(out.token_ids)
-        text = self.detok.add(out.token_ids) if out.token_ids else ""
+        n = len(out.token_ids)
+        self.completion_tokens += n
+        text = self.detok.add(out.token_ids) if n else ""
         finish = out.finish_reason
+        step = Step(self.index, num_tokens=n)
+        if finish is None and self.stops is None and not (self.want_logprobs and out.logprobs):
+            # the per-token case: text to route, nothing ends here
+            if self.parser is None:
+                step.content = text
+            else:
+                self._route_text(step, text, False)
+            return step
         if finish is not None:
             text += self.detok.flush()
         if self.stops is not None and text:
