@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 from tokenizers import Tokenizer as _HFTokenizer
 
+from dynamo_mono.preprocess.fast_bpe import CachedBpeEncoder, build_cached_encoder
+
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from path, or {} when the file is absent."""
@@ -61,9 +63,12 @@ class Tokenizer:
         generation_config: dict[str, Any] | None = None,
         model_config: dict[str, Any] | None = None,
         chat_template: str | None = None,
+        fast_encode: bool = True,
     ) -> None:
         cfg = config or {}
         self._tok = hf
+        # Exact Python fast path for byte-level BPE shapes it understands (None: HF encodes everything).
+        self._fast: CachedBpeEncoder | None = build_cached_encoder(hf) if fast_encode else None
         self.config = cfg
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
         self.bos_token: str | None = _token_content(cfg.get("bos_token"))
@@ -122,10 +127,21 @@ class Tokenizer:
         """The underlying `tokenizers.Tokenizer`."""
         return self._tok
 
+    @property
+    def fast_encoder(self) -> CachedBpeEncoder | None:
+        """The cached byte-level BPE encoder behind `encode` / `encode_batch`, or None when HF encodes."""
+        return self._fast
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        if self._fast is not None and not add_special_tokens:
+            return self._fast.encode(text)
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], *, release_gil: bool = False) -> list[list[int]]:
+        """Ids of each text, without post-processor tokens. `release_gil=True` always uses HF's encode_batch,
+        which releases the GIL while it runs (the fast path is Python and holds it): for use on a worker thread."""
+        if self._fast is not None and not release_gil:
+            return self._fast.encode_batch(texts)
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
