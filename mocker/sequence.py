@@ -28,7 +28,13 @@ class Sequence:
         self.rid = request.request_id
         self.tokens = list(request.token_ids)
         self.prompt_len = len(self.tokens)
-        self.hashes = block_hashes(self.tokens, block_size) if prefix_caching else []
+        given = request.block_hashes  # the frontend's, when it hashed with this block size
+        if not prefix_caching:
+            self.hashes: list[int] = []
+        elif given is not None and len(given) == self.prompt_len // block_size:
+            self.hashes = list(given)
+        else:
+            self.hashes = block_hashes(self.tokens, block_size)
         self.blocks: list[int] = []
         self.num_computed = 0
         self.num_cached_blocks = 0
