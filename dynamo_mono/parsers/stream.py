@@ -16,6 +16,13 @@ class OutputParser:
         self.reasoning = reasoning
         self.tools = tools
 
+    @property
+    def inert(self) -> bool:
+        """True while every chunk is plain content (reasoning over or absent, no tool parsing): the caller may
+        route text as content without feed(); finish() is still due at the end."""
+        rp = self.reasoning
+        return self.tools is None and (rp is None or rp.passthrough)
+
     def feed(self, text: str) -> ParsedDelta:
         rp = self.reasoning
         if rp is None or rp.passthrough:

@@ -61,7 +61,7 @@ class ChoiceState:
         step = Step(self.index, num_tokens=n)
         if finish is None and self.stops is None and not (self.want_logprobs and out.logprobs):
             # the per-token case: text to route, nothing ends here
-            if self.parser is None:
+            if self.parser is None or self.parser.inert:
                 step.content = text
             else:
                 self._route_text(step, text, False)
