@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _unicode_to_byte() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode()."""
+def bytes_to_unicode() -> list[str]:
+    """GPT-2's bytes_to_unicode(): the printable character that stands for each byte value 0..255."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = list(bs)
     n = 0
@@ -20,7 +20,12 @@ def _unicode_to_byte() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of bytes_to_unicode()."""
+    return {ch: b for b, ch in enumerate(bytes_to_unicode())}
 
 
 def byte_table(hf: Any) -> tuple[list[bytes], frozenset[int]] | None:

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable
 
 import regex
 
+from dynamo_mono.preprocess.byte_level import bytes_to_unicode
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 65536
@@ -69,20 +71,7 @@ class _Unsafe(Exception):
     """A piece holds a character whose tables may differ between Python, `regex` and Oniguruma."""
 
 
-def _byte_chars() -> str:
-    """GPT-2's bytes_to_unicode as a charmap decoding table: character b is the printable stand-in for byte b."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = list(bs)
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return "".join(chr(c) for _, c in sorted(zip(bs, cs)))
-
-
-_BYTE_CHARS = _byte_chars()
+_BYTE_CHARS = "".join(bytes_to_unicode())  # charmap decoding table: character b stands for byte b
 _charmap_decode = codecs.charmap_decode
 _is_normalized = unicodedata.is_normalized
 

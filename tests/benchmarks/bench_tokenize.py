@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+import timeit
 from typing import Callable
 
 from dynamo_mono.bench.workload import WordPool
@@ -22,13 +23,7 @@ from dynamo_mono.serving.model import FAST_INLINE_CHARS, OFFLOAD_CHARS
 
 def _best_ms(fn: Callable[[], object], repeat: int = 7, number: int = 30) -> float:
     """Best mean milliseconds per call over `repeat` runs of `number` calls."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best * 1e3
+    return min(timeit.repeat(fn, repeat=repeat, number=number)) / number * 1e3
 
 
 def main() -> None:
