@@ -292,7 +292,7 @@ class TokenSource:
         c = pos // CHUNK
         base = np.uint64(mix64(self.seed ^ (c * 0x9E3779B1)))
         x = _mix_array(np.arange(CHUNK, dtype=np.uint64) + base)
-        self.chunk = self.allowed[x % self.n_allowed].tolist()
+        self.chunk = array("q", self.allowed[x % self.n_allowed].tobytes())  # 8 bytes a token, not an int object
         self.lo = c * CHUNK
         self.hi = self.lo + CHUNK
         return self.chunk[pos - self.lo]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from array import array
 
 from dynamo_mono.block_hash import block_hash, block_hashes
 from dynamo_mono.engine import EngineRequest
 from mocker.outputs import TokenSource
 
 WAITING, RUNNING, FINISHED = 0, 1, 2
+_NO_IDS: frozenset[int] = frozenset()
 
 
 class Sequence:
@@ -26,7 +28,7 @@ class Sequence:
                  fail_after: int | None = None, slow_prefill: float = 1.0, dp_rank: int = 0) -> None:
         self.request = request
         self.rid = request.request_id
-        self.tokens = list(request.token_ids)
+        self.tokens = array("I", request.token_ids)  # 4 bytes a token, not a list of int objects
         self.prompt_len = len(self.tokens)
         given = request.block_hashes  # the frontend's, when it hashed with this block size
         if not prefix_caching:
@@ -51,7 +53,7 @@ class Sequence:
         ids = set(stop.stop_token_ids or ())
         if not stop.ignore_eos:
             ids.update(eos)
-        self.stop_ids = frozenset(ids)
+        self.stop_ids = frozenset(ids) if ids else _NO_IDS
         if stop.ignore_eos or self.eos_id is None or source.eos_pos is None:
             self.eos_pos = -1
         else:

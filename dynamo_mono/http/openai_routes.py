@@ -52,8 +52,7 @@ def _tool_call_dicts(deltas: list[Any]) -> list[dict]:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    body = await read_json(request)
-    req = validate(ChatCompletionRequest, body)
+    req = validate(ChatCompletionRequest, await read_json(request))
     model = state.model(req.model)
     if req.chat_template is not None:
         raise ApiError(400, "per-request chat_template is not allowed; start the server with --chat-template",
@@ -66,20 +65,28 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     pipeline = ChatPipeline(state)
     pipeline.check(params, len(req.messages))
     with RequestTracker(state, model.name, "chat_completions", req.stream) as tracker:
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
-        prompt = await pipeline.prompt_for(model, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
-                                           continue_final_message=req.continue_final_message,
-                                           template_kwargs=req.chat_template_kwargs)
         rid = "chatcmpl-" + (req.request_id or request["request_id"])
-        gen = pipeline.generation(model, prompt, params, rid, template_kwargs=req.chat_template_kwargs)
+        gen = await _chat_generation(pipeline, model, req, params, tools, rid)
+        stream, model_name = req.stream, req.model
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        # A stream can last minutes: keep only what it needs (memory per in-flight request).
+        del req, params, tools, pipeline
         await gen.admit()
         try:
-            if req.stream:
-                include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                return await _stream_chat(request, state, gen, rid, req.model, include_usage, tracker)
-            return await _unary_chat(state, gen, rid, req.model)
+            if stream:
+                return await _stream_chat(request, state, gen, rid, model_name, include_usage, tracker)
+            return await _unary_chat(state, gen, rid, model_name)
         finally:
             gen.finish()
+
+
+async def _chat_generation(pipeline: ChatPipeline, model: Any, req: ChatCompletionRequest, params: Any,
+                           tools: list[dict] | None, rid: str) -> Generation:
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    prompt = await pipeline.prompt_for(model, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
+                                       continue_final_message=req.continue_final_message,
+                                       template_kwargs=req.chat_template_kwargs)
+    return pipeline.generation(model, prompt, params, rid, template_kwargs=req.chat_template_kwargs)
 
 
 async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name: str) -> web.Response:

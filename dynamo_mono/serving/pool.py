@@ -197,7 +197,7 @@ class InstancePool:
                     if first and out.token_ids:
                         first = False
                         self.router.on_first_token(req.request_id)
-                    if out.token_ids:
+                    if out.token_ids and self.migration_limit:  # only a migration re-sends them
                         generated.extend(out.token_ids)
                     yield out
                     if out.finish_reason is not None:
