@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 disable_created_metrics()  # no *_created series: they double the scrape size and nobody reads them
 
@@ -20,7 +23,7 @@ class FrontendMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
         self._models: dict[str, ModelMetrics] = {}
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple, Any] = {}
         self.requests_total = Counter(P + "requests_total", "Requests handled",
                                       ["model", "endpoint", "request_type", "status", "error_type"], registry=r)
         self.requests_started = Counter(P + "requests_started_total", "Requests started",
@@ -78,7 +81,7 @@ class FrontendMetrics:
             mm = self._models[name] = ModelMetrics(self, name)
         return mm
 
-    def child(self, family, *labels: str):
+    def child(self, family: MetricWrapperBase, *labels: str) -> Any:
         """`family.labels(*labels)`, remembered: prometheus_client's labels() costs ~5 us a call."""
         key = (family, labels)
         c = self._children.get(key)
