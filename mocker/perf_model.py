@@ -85,6 +85,12 @@ class ProfilePerfModel(PerfModel):
             raise ConfigError(f"planner profile {source}: prefill_isl and prefill_ttft_ms must be non-empty and equal length")
         order = np.argsort(isl)
         self.isl, self.ttft = isl[order], ttft[order]
+        # the fixed part of a prefill: TTFT linearly extrapolated to zero tokens from the first two points
+        if len(self.isl) > 1 and self.isl[1] > self.isl[0]:
+            slope = (self.ttft[1] - self.ttft[0]) / (self.isl[1] - self.isl[0])
+            self.intercept = float(min(self.ttft[0], max(0.0, self.ttft[0] - slope * self.isl[0])))
+        else:
+            self.intercept = 0.0
         if itl.ndim == 2:
             if itl.shape != (len(kv), len(ctx)):
                 raise ConfigError(f"planner profile {source}: decode_itl shape {itl.shape} does not match "
@@ -122,9 +128,16 @@ class ProfilePerfModel(PerfModel):
         return r0 + (r1 - r0) * w
 
     def step_ms(self, prefill: list[tuple[int, int, float]], decode_batch: int, decode_kv_tokens: int) -> float:
+        # Each measured TTFT includes the fixed cost of one forward pass; a step pays it once, so every prefill
+        # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens).
         t = 0.0
+        paid = False
         for new, ctx, factor in prefill:
             t += self.prefill_ms(new, ctx) * factor
+            if ctx <= 0:  # a fresh prompt's TTFT: the fixed part is in it
+                if paid:
+                    t -= self.intercept
+                paid = True
         if decode_batch:
             t += self.decode_ms(decode_batch, decode_kv_tokens)
         return t

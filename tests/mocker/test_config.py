@@ -76,3 +76,15 @@ def test_bad_profile_is_a_config_error(tmp_path) -> None:
         load_profile(str(tmp_path / "bad.npz"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_profile(str(tmp_path / "nope.npz"))
+
+
+def test_profile_step_pays_the_fixed_prefill_cost_once(tmp_path) -> None:
+    # TTFT = 2 ms + 0.05 ms per token: four fresh 100-token prompts in one step cost 2 + 4 x 5 ms, not 4 x 7 ms
+    isl = [16, 1024, 4096]
+    data = {"prefill_isl": isl, "prefill_ttft_ms": [2 + 0.05 * n for n in isl],
+            "decode_active_kv_tokens": [0, 100000], "decode_context_length": [1, 8192],
+            "decode_itl": [[5.0, 5.0], [9.0, 9.0]]}
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    m = load_profile(str(tmp_path / "p.json"))
+    assert m.step_ms([(100, 0, 1.0)], 0, 0) == pytest.approx(7.0)
+    assert m.step_ms([(100, 0, 1.0)] * 4, 0, 0) == pytest.approx(22.0)
