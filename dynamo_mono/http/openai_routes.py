@@ -21,7 +21,8 @@ from dynamo_mono.protocol.openai import ChatCompletionRequest, CompletionRequest
 from dynamo_mono.serving.chat import ChatPipeline, admission_queues, check_tool_choice
 from dynamo_mono.serving.choice import ChoiceState, Step
 from dynamo_mono.serving.generation import Generation
-from dynamo_mono.serving.params import check_limits, engine_requests, from_openai
+from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.params import GenParams, check_limits, engine_requests, from_openai
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             gen.finish()
 
 
-async def _chat_generation(pipeline: ChatPipeline, model: Any, req: ChatCompletionRequest, params: Any,
-                           tools: list[dict] | None, rid: str) -> Generation:
+async def _chat_generation(pipeline: ChatPipeline, model: ServedModel, req: ChatCompletionRequest,
+                           params: GenParams, tools: list[dict] | None, rid: str) -> Generation:
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
     prompt = await pipeline.prompt_for(model, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
                                        continue_final_message=req.continue_final_message,

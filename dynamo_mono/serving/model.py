@@ -81,9 +81,8 @@ class ServedModel:
 
     async def tokenize(self, text: str) -> list[int]:
         tok = self.info.tokenizer
-        fast = getattr(tok, "fast_encoder", None) is not None
-        if len(text) > (FAST_INLINE_CHARS if fast else OFFLOAD_CHARS):
-            encode = functools.partial(tok.encode_batch, [text], **({"release_gil": True} if fast else {}))
+        if len(text) > (FAST_INLINE_CHARS if tok.fast_encoder is not None else OFFLOAD_CHARS):
+            encode = functools.partial(tok.encode_batch, [text], release_gil=True)
             batch = await asyncio.get_running_loop().run_in_executor(None, encode)
             return batch[0]
         return tok.encode(text)
