@@ -24,7 +24,9 @@ async def test_ready_live_health(base_url: str, model_name: str) -> None:
         async with s.get(base_url + "/health") as r:
             body = await r.json()
     assert r.status == 200 and body["status"] == "healthy"
-    assert body["models"] == [model_name]
+    assert [m["name"] for m in body["models"]] == [model_name]
+    model = body["models"][0]
+    assert model["kind"] == "chat" and model["configured"] and model["ready_instances"] == model["instances"] != []
     assert body["instances"] and body["instances"][0]["state"] == "ready"
 
 

@@ -177,8 +177,11 @@ class EngineArgs:
     max_model_len: int
     eos_token_ids: list[int]
     vocab_size: int
-    options: dict[str, Any]  # parsed engine options (from the engine's register_cli options)
+    options: dict[str, Any]  # this engine's own options (those it registered), resolved for this model
     tokenizer: Any = None  # dynamo_mono.preprocess.tokenizer.Tokenizer, for engines that need text
+    reasoning_parser: str | None = None  # parser names the engine announces in its card (and formats for)
+    tool_call_parser: str | None = None
+    extra_args: list[str] = field(default_factory=list)  # pass-through CLI args (engines registered for them)
 
 
 EngineFactory = Callable[[EngineArgs], Engine]

@@ -36,5 +36,5 @@ def register_routes(app: Any) -> None:
 
 
 @hookspec
-def register_cli(parser: Any) -> None:
-    """Add subcommands to the `dynamo-mono` argparse subparsers object."""
+def register_cli(parser: Any, engine: str) -> None:
+    """Add subcommands to the `dynamo-mono` argparse subparsers object (`engine`: the one the command line names)."""

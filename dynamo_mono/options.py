@@ -26,7 +26,10 @@ SERVER_OPTIONS = [
 ]
 
 MODEL_OPTIONS = [
-    Option("engine", str, "mocker", "Engine plugin serving the model (see `dynamo-mono plugins`).", group="model"),
+    Option("engine", str, "mocker", "Engine plugin serving the model (see `dynamo-mono plugins`); "
+           "`serve --engine NAME --help` lists that engine's own options.", group="model"),
+    Option("model_kind", str, "chat", "What the model serves: chat (chat, completions, messages), embedding, image, "
+           "video or audio.", group="model", choices=("chat", "embedding", "image", "video", "audio")),
     Option("model", str, None, "Hugging Face model directory (tokenizer.json, tokenizer_config.json, config.json); "
            "unset = the embedded tiny ChatML tokenizer.", group="model", aliases=("--model-path",)),
     Option("served_model_name", str, None, "Model name clients use (default: the directory name).", group="model",
@@ -70,5 +73,11 @@ LIFECYCLE_OPTIONS = [
            min=0),
 ]
 
-CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
+CONFIG_OPTIONS = [
+    Option("config", str, None, "YAML file listing the models to serve (name, engine, model, kind, instances, "
+           "parsers, and the engine's own options under `options`); replaces the single-model flags.",
+           group="model"),
+]
+
+CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
                               *SERVER_WORKER_OPTIONS]

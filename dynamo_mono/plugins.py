@@ -146,8 +146,8 @@ class Plugins:
     def add_routes(self, app: Any) -> None:
         self.pm.hook.register_routes(app=app)
 
-    def add_cli(self, subparsers: Any) -> None:
-        self.pm.hook.register_cli(parser=subparsers)
+    def add_cli(self, subparsers: Any, engine: str = "mocker") -> None:
+        self.pm.hook.register_cli(parser=subparsers, engine=engine)
 
 
 _plugins: Plugins | None = None

@@ -13,109 +13,100 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError, Settings
-from dynamo_mono.engine import EngineArgs
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.metrics import FrontendMetrics
-from dynamo_mono.preprocess.model_dir import load_model_dir
-from dynamo_mono.router.router import Router
-from dynamo_mono.serving.admission import AdmissionQueue
+from dynamo_mono.model_spec import MEDIA_KINDS, ModelSpec, spec_from_settings, specs_from_file
+from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.serving.model import ServedModel
-from dynamo_mono.serving.pool import Instance, InstancePool
+from dynamo_mono.serving.models import admission_queue, new_served_model, set_model_gauges
+from dynamo_mono.serving.pool import Instance
 
 log = logging.getLogger("dynamo_mono.server")
 
 
-def _check_parser(plugins: Any, kind: str, name: str | None, flag: str) -> None:
+def check_parser(plugins: Any, kind: str, name: str | None, what: str) -> None:
+    """ConfigError unless `name` (if set) is a registered parser of this kind."""
     if name is None:
         return
     try:
         plugins.get(kind, name)
     except LookupError as exc:
-        raise ConfigError(f"invalid {flag}={name!r}: {exc}") from None
+        raise ConfigError(f"invalid {what}={name!r}: {exc}") from None
 
 
-async def build_state(settings: Settings, plugins: Any) -> ServerState:
-    """Load the model and start its local engine instances; raises ConfigError on bad configuration."""
+def model_specs(settings: Settings, plugins: Any) -> list[ModelSpec]:
+    """The configured models: each entry of --config, else the one model of the command line."""
+    engines = plugins.registered("engine")
+    if settings.get("config"):
+        given = [o for o in ("model", "served_model_name", "chat_template", "max_model_len", "reasoning_parser",
+                             "tool_call_parser") if settings.source(o) == "cli"]
+        if given:
+            raise ConfigError(f"--config {settings.config} lists the models; do not also pass "
+                              f"{', '.join('--' + g.replace('_', '-') for g in given)}")
+        return specs_from_file(settings.config, {name: reg.options for name, reg in engines.items()})
+    reg = engines.get(settings.engine)
+    return [spec_from_settings(settings, reg.options if reg is not None else [])]
+
+
+async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] | None = None) -> ServerState:
+    """Load every configured model and start its local engine instances; ConfigError on bad configuration."""
+    specs = model_specs(settings, plugins) if specs is None else specs
+    state = ServerState(settings=settings, metrics=FrontendMetrics(), plugins=plugins,
+                        admission=admission_queue(settings, settings.max_inflight_requests, "server"))
     try:
-        reg = plugins.get("engine", settings.engine)
-    except LookupError as exc:
-        raise ConfigError(f"invalid --engine={settings.engine!r}: {exc}") from None
-    missing = reg.missing() if settings.num_instances else []  # remote workers bring their own engine
-    if missing:
-        hint = f"; install with: {reg.install_hint}" if reg.install_hint else ""
-        raise ConfigError(f"engine {settings.engine!r} needs {', '.join(missing)}, which is not installed{hint}")
-    info = load_model_dir(settings.model, served_model_name=settings.served_model_name,
-                          chat_template_path=settings.chat_template, max_model_len=settings.max_model_len)
-    metrics = FrontendMetrics()
-    state = ServerState(settings=settings, metrics=metrics, plugins=plugins,
-                        admission=_admission(settings, settings.max_inflight_requests, "server"))
-    engines = []
-    options = settings.as_dict()
-    # Engines with passthrough_args get the unknown CLI args; option_sources tells an engine which
-    # values the user gave (cli/env) versus another engine's default for a shared option name.
-    options["extra_args"] = list(settings.extra_args)
-    options["option_sources"] = {name: settings.source(name) for name in settings.as_dict()}
-    for i in range(settings.num_instances):
-        args = EngineArgs(model_path=info.path, served_model_name=info.name, instance_id=i,
-                          max_model_len=info.max_model_len, eos_token_ids=list(info.eos_token_ids),
-                          vocab_size=info.tokenizer.vocab_size, options=dict(options),
-                          tokenizer=info.tokenizer)
-        engines.append(reg.factory(args))
-    await asyncio.gather(*(e.start() for e in engines))
-    card = engines[0].model_card() if engines else None
-    reasoning = settings.reasoning_parser or (card.reasoning_parser if card else None) or info.reasoning_parser
-    tool = settings.tool_call_parser or (card.tool_call_parser if card else None) or info.tool_call_parser
-    _check_parser(plugins, "reasoning_parser", reasoning, "--reasoning-parser")
-    _check_parser(plugins, "tool_call_parser", tool, "--tool-call-parser")
-    block_size = card.block_size if card else settings.get("block_size", 16) or 16
-    router = Router(settings, block_size=block_size, registry=metrics.registry, model=info.name)
-    pool = InstancePool(info.name, router, migration_limit=settings.migration_limit, metrics=metrics)
-    pool.conditional_disagg = settings.router_conditional_disagg
-    pool.disagg_min_prefill_tokens = settings.disagg_min_prefill_tokens
-    for i, engine in enumerate(engines):
-        pool.add(Instance(worker_id=i, engine=engine, card=engine.model_card()))
-    state.models[info.name] = ServedModel(info.name, info, pool, reasoning_parser=reasoning, tool_call_parser=tool,
-                                          admission=_admission(settings, settings.max_inflight_per_model,
-                                                               f"model '{info.name}'"))
-    _set_model_gauges(state)
+        for spec in specs:
+            await add_configured_model(state, spec)
+    except BaseException:
+        await stop_engines(state)
+        raise
     return state
 
 
-def _admission(settings: Settings, limit: int | None, name: str) -> AdmissionQueue:
-    return AdmissionQueue(limit, max_queue=settings.max_queue_length, max_wait=settings.max_queue_wait, name=name)
+async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedModel:
+    """One model of the CLI / config file: its files, its engines, its pool; ready once an instance is."""
+    label = f"model {spec.name or spec.model or 'tiny-chatml'!r}"
+    if spec.kind != "chat":
+        _refuse_kind(state.plugins, spec.kind, label)
+    reg = engine_registration(state.plugins, spec, need_installed=spec.instances > 0)
+    info = load_model(spec)
+    if info.name in state.models:
+        raise ConfigError(f"{label}: the name {info.name!r} is already served; give each model a distinct name")
+    model = new_served_model(state, info, kind=spec.kind, reasoning_parser=spec.reasoning_parser,
+                             tool_call_parser=spec.tool_call_parser, configured=True)
+    ids = [state.new_worker_id() for _ in range(spec.instances)]  # contiguous: instance_id = worker id
+    engines = await start_engines(reg, spec, info, first_id=ids[0] if ids else 0)
+    state.add_model(model)
+    for wid, engine in zip(ids, engines):
+        model.add_instance(Instance(worker_id=wid, engine=engine, card=engine.model_card()))
+    check_parser(state.plugins, "reasoning_parser", model.reasoning_parser, f"{label}: reasoning parser")
+    check_parser(state.plugins, "tool_call_parser", model.tool_call_parser, f"{label}: tool-call parser")
+    set_model_gauges(state, model)
+    return model
 
 
-def _set_model_gauges(state: ServerState) -> None:
-    m = state.metrics
-    for model in state.models.values():
-        card = model.pool.card()
-        m.model_context_length.labels(model.name).set(model.max_model_len)
-        m.model_migration_limit.labels(model.name).set(state.settings.migration_limit)
-        if card is not None:
-            m.model_block_size.labels(model.name).set(card.block_size)
-            if card.max_num_seqs:
-                m.model_max_num_seqs.labels(model.name).set(card.max_num_seqs)
-            if card.max_num_batched_tokens:
-                m.model_max_num_batched_tokens.labels(model.name).set(card.max_num_batched_tokens)
+def _refuse_kind(plugins: Any, kind: str, label: str) -> None:
+    if kind in MEDIA_KINDS and not any(r.name == kind or getattr(r, "kind", None) == kind
+                                       for r in plugins.registered("modality").values()):
+        raise ConfigError(f"{label}: kind {kind!r} needs a modality plugin that generates {kind} "
+                          f"(none is installed; see `dynamo-mono plugins`)")
+    raise ConfigError(f"{label}: kind {kind!r} is not served by this version (chat models only)")
 
 
 async def stop_engines(state: ServerState) -> None:
-    for model in state.models.values():
-        for inst in list(model.pool.instances.values()):
-            if inst.local:
-                try:
-                    await inst.engine.stop()
-                except Exception:  # shutting down: report and go on
-                    log.exception("stopping instance %s failed", inst.worker_id)
+    """Stop every local engine instance of every model."""
+    await stop_all([inst.engine for model in state.models.values() for inst in list(model.pool.instances.values())
+                    if inst.local])
 
 
 async def serve(settings: Settings, plugins: Any) -> None:
     """Run until SIGTERM/SIGINT; then drain in-flight requests up to --shutdown-timeout and exit."""
     t0 = time.perf_counter()
-    if settings.num_instances == 0 and not settings.worker_token:
-        raise ConfigError("--num-instances 0 serves only remote workers: set --worker-token (or DYN_WORKER_TOKEN)")
-    state = await build_state(settings, plugins)
+    specs = model_specs(settings, plugins)
+    if not settings.worker_token and any(s.instances == 0 for s in specs):
+        raise ConfigError("a model with 0 instances is served only by remote workers: set --worker-token "
+                          "(or DYN_WORKER_TOKEN)")
+    state = await build_state(settings, plugins, specs)
     workers = None
     if settings.worker_token:
         from dynamo_mono.worker.registry import WorkerRegistry, start_args
@@ -133,8 +124,9 @@ async def serve(settings: Settings, plugins: Any) -> None:
     await site.start()
     sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
     host, port = sock.getsockname()[:2]
-    log.info("dynamo-mono serving %s on http://%s:%s (engine %s, %d instance(s)) in %.2fs",
-             ", ".join(state.models), host, port, settings.engine, settings.num_instances, time.perf_counter() - t0)
+    log.info("dynamo-mono serving %s on http://%s:%s in %.2fs",
+             ", ".join(f"{m.name} ({m.kind}, {len(m.pool.instances)} instance(s))" for m in state.models.values()),
+             host, port, time.perf_counter() - t0)
     if settings.ready_file:
         tmp = settings.ready_file + ".tmp"
         with open(tmp, "w") as f:

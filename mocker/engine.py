@@ -92,8 +92,8 @@ class MockerEngine:
                 from dynamo_mono.parsers.formats import format_reasoning, format_tool_calls
             except ImportError as exc:
                 raise ConfigError(f"--mocker-output={opts['mocker_output']} needs dynamo_mono.parsers.formats ({exc})") from None
-        self.reasoning_parser = (args.options or {}).get("reasoning_parser")
-        self.tool_parser = (args.options or {}).get("tool_call_parser")
+        self.reasoning_parser = args.reasoning_parser
+        self.tool_parser = args.tool_call_parser
         # Fail at startup, not per request, when the named parser format is unknown.
         try:
             if self.mode.kind == "reasoning":

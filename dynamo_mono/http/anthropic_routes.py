@@ -10,24 +10,21 @@ tool_use block (when streaming, this is decided by the arguments' first non-spac
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import string
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from dynamo_mono.engine import EngineError
 from dynamo_mono.http.body import read_json, validate
+from dynamo_mono.http.generate import serve_generation
 from dynamo_mono.http.middleware import json_response
-from dynamo_mono.http.failures import engine_failure, request_timeout
-from dynamo_mono.http.sse import EventStream, named_event, open_stream
-from dynamo_mono.http.state import STATE, ServerState
-from dynamo_mono.http.tracking import RequestTracker
+from dynamo_mono.http.sse import named_event
+from dynamo_mono.http.state import STATE
 from dynamo_mono.protocol.anthropic import (REQUEST_MODELS, RESPONSE_MODELS, ChatRequest, CountTokensRequest,
                                             MessagesRequest, to_chat_request)
 from dynamo_mono.protocol.errors import ApiError
@@ -37,7 +34,6 @@ from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.model import Prompt
 from dynamo_mono.serving.params import GenParams
 
-PING_INTERVAL_S = 10.0  # seconds without output before another `ping` event, until the first token
 PING = named_event("ping", {"type": "ping"})
 _SIGNING_KEY = secrets.token_bytes(32)  # per process: signatures are opaque and need not survive a restart
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -294,117 +290,93 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     req = validate(MessagesRequest, await read_json(request))
     chat = to_chat_request(req)
-    model = state.model(req.model)
+    model = state.model(req.model, kind="chat")
     params = _gen_params(req, chat)
     check_tool_choice(chat.tools, chat.tool_choice)
     pipeline = ChatPipeline(state)
-    pipeline.check(params, len(chat.messages))
-    with RequestTracker(state, model.name, "messages", req.stream) as tracker:
-        prompt = await _prompt(pipeline, model, chat)
-        mid = "msg_" + request["request_id"]
-        gen = pipeline.generation(model, prompt, params, mid, template_kwargs=chat.template_kwargs or None)
-        blocks = BlockAssembler(stream=req.stream, omit_thinking=chat.omit_thinking,
-                                single_tool_call=chat.single_tool_call)
-        if req.stream:
-            model.pool.preflight(gen.requests[0])  # no ready instance: an HTTP 503, not a stream that errors
-            return await _stream_message(request, state, gen, blocks, mid, req.model, tracker)
-        return await _unary_message(request, state, gen, blocks, mid, req.model)
+    pipeline.check(params, len(chat.messages), model)
+    mid = "msg_" + request["request_id"]
+    build = _generation(pipeline, model, chat, params, mid)
+    blocks = BlockAssembler(stream=req.stream, omit_thinking=chat.omit_thinking,
+                            single_tool_call=chat.single_tool_call)
+    encoder = (MessageStream(blocks, mid, req.model) if req.stream
+               else MessageUnary(blocks, mid, req.model, request["request_id"]))
+    return await serve_generation(request, state, model, endpoint="messages", stream=req.stream, build=build,
+                                  encoder=encoder)
 
 
-async def _unary_message(request: web.Request, state: ServerState, gen: Generation, blocks: BlockAssembler,
-                         mid: str, model_name: str) -> web.Response:
-    try:
-        async with asyncio.timeout(request_timeout(state)):
-            async for step in gen.steps():
-                blocks.add(step)
-    except (EngineError, TimeoutError) as exc:
-        raise engine_failure(exc) from None
-    finally:
-        gen.observe()
-    blocks.finish()
-    stop_reason, stop_sequence = _stop(gen, blocks)
-    return json_response({"id": mid, "type": "message", "role": "assistant", "content": blocks.content,
-                          "model": model_name, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
-                          "usage": _usage(gen)}, headers={"request-id": request["request_id"]})
+async def _generation(pipeline: ChatPipeline, model: Any, chat: ChatRequest, params: GenParams,
+                      mid: str) -> Generation:
+    prompt = await _prompt(pipeline, model, chat)
+    return pipeline.generation(model, prompt, params, mid, template_kwargs=chat.template_kwargs or None)
 
 
-async def _first_step(it: AsyncIterator[Step]) -> asyncio.Task:
-    """Start the first pull; routing refusals (429/503) raised at once still become an HTTP status."""
-    task = asyncio.ensure_future(it.__anext__())
-    try:
-        await asyncio.wait({task}, timeout=0)
-    except asyncio.CancelledError:  # client gone: stop the pull, or closing `it` finds it still running
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise
-    if task.done() and isinstance(task.exception(), ApiError):
-        raise task.exception()  # type: ignore[misc]
-    return task
+class MessageUnary:
+    """Collects steps into one `message` object."""
+
+    __slots__ = ("blocks", "mid", "model", "request_id")
+
+    def __init__(self, blocks: BlockAssembler, mid: str, model: str, request_id: str) -> None:
+        self.blocks, self.mid, self.model, self.request_id = blocks, mid, model, request_id
+
+    def open(self, gen: Generation) -> None:
+        pass
+
+    def step(self, step: Step) -> None:
+        self.blocks.add(step)
+
+    def response(self, gen: Generation) -> web.Response:
+        blocks = self.blocks
+        blocks.finish()
+        stop_reason, stop_sequence = _stop(gen, blocks)
+        return json_response({"id": self.mid, "type": "message", "role": "assistant", "content": blocks.content,
+                              "model": self.model, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
+                              "usage": _usage(gen)}, headers={"request-id": self.request_id})
 
 
-async def _stream_message(request: web.Request, state: ServerState, gen: Generation, blocks: BlockAssembler,
-                          mid: str, model_name: str, tracker: RequestTracker) -> web.StreamResponse:
-    it = gen.steps()
-    pending: asyncio.Task | None = None
-    stream: EventStream | None = None
-    try:
-        pending = await _first_step(it)
-        stream = await open_stream(request)
+class MessageStream:
+    """Steps as Messages API events: message_start, content blocks, message_delta, message_stop; `ping` until
+    the first token."""
+
+    __slots__ = ("blocks", "mid", "model")
+    ping = PING
+
+    def __init__(self, blocks: BlockAssembler, mid: str, model: str) -> None:
+        self.blocks, self.mid, self.model = blocks, mid, model
+
+    def open(self, gen: Generation) -> bytes:
         start = {"type": "message_start", "message": {
-            "id": mid, "type": "message", "role": "assistant", "content": [], "model": model_name,
+            "id": self.mid, "type": "message", "role": "assistant", "content": [], "model": self.model,
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": gen.prompt_tokens, "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0, "output_tokens": 0}}}
-        await stream.send(named_event("message_start", start) + PING)
-        async with asyncio.timeout(request_timeout(state)):
-            waiting = True
-            while waiting:  # until the first token: wait on the pull, pinging every PING_INTERVAL_S
-                if pending is None:
-                    pending = asyncio.ensure_future(it.__anext__())
-                while not (await asyncio.wait({pending}, timeout=PING_INTERVAL_S))[0]:
-                    await stream.send(PING)
-                task, pending = pending, None
-                try:
-                    step = task.result()
-                except StopAsyncIteration:
-                    break
-                waiting = not step.num_tokens and step.finish_reason is None
-                blocks.add(step)
-                if blocks.out:
-                    await stream.send(blocks.take())
-            else:
-                async for step in it:
-                    blocks.add(step)
-                    if blocks.out:
-                        await stream.send(blocks.take())
+        return named_event("message_start", start) + PING
+
+    def step(self, step: Step) -> bytes:
+        blocks = self.blocks
+        blocks.add(step)
+        return blocks.take() if blocks.out else b""
+
+    def close(self, gen: Generation) -> bytes:
+        blocks = self.blocks
         blocks.finish()
         stop_reason, stop_sequence = _stop(gen, blocks)
-        await stream.send(blocks.take() + named_event("message_delta", {
+        return blocks.take() + named_event("message_delta", {
             "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": _usage(gen)}) + named_event("message_stop", {"type": "message_stop"}))
-    except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
-        if stream is None:
-            raise err from None
-        tracker.fail(err.code or f"http_{err.status}")
-        await stream.send(named_event("error", err.anthropic_body()))
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await it.aclose()
-        gen.observe()
-    return stream.response
+            "usage": _usage(gen)}) + named_event("message_stop", {"type": "message_stop"})
+
+    def error(self, err: ApiError) -> bytes:
+        return named_event("error", err.anthropic_body())
 
 
 async def count_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE]
     req = validate(CountTokensRequest, await read_json(request))
     chat = to_chat_request(req)
-    model = state.model(req.model)
+    model = state.model(req.model, kind="chat")
     check_tool_choice(chat.tools, chat.tool_choice)
     pipeline = ChatPipeline(state)
-    pipeline.check(GenParams(), len(chat.messages))
+    pipeline.check(GenParams(), len(chat.messages), model)
     prompt = await _prompt(pipeline, model, chat)
     return json_response({"input_tokens": len(prompt.token_ids)}, headers={"request-id": request["request_id"]})
 

@@ -12,8 +12,10 @@ from typing import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from dynamo_mono.http.errors import to_api_error
 from dynamo_mono.http.state import STATE
 from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ServingError
 
 log = logging.getLogger("dynamo_mono.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +53,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return error_response(exc, flavor_of(request.path), rid)
+    except ServingError as exc:
+        return error_response(to_api_error(exc), flavor_of(request.path), rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from dynamo_mono.engine import EngineError
 from dynamo_mono.http.body import read_json, validate
-from dynamo_mono.http.failures import engine_failure, request_timeout
+from dynamo_mono.http.generate import serve_generation
 from dynamo_mono.http.middleware import json_response
-from dynamo_mono.http.sse import DONE, data_event, open_stream
-from dynamo_mono.http.state import STATE, ServerState
-from dynamo_mono.http.tracking import RequestTracker
+from dynamo_mono.http.sse import DONE, data_event
+from dynamo_mono.http.state import STATE
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.protocol.openai import ChatCompletionRequest, CompletionRequest
-from dynamo_mono.serving.chat import ChatPipeline, admission_queues, check_tool_choice
-from dynamo_mono.serving.choice import ChoiceState, Step
+from dynamo_mono.serving.chat import ChatPipeline, check_tool_choice
+from dynamo_mono.serving.choice import Step
+from dynamo_mono.serving.completion import check_completion, completion_generation
+from dynamo_mono.serving.errors import InvalidRequest, ModelNotFound
 from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.model import ServedModel
-from dynamo_mono.serving.params import GenParams, check_limits, engine_requests, from_openai
+from dynamo_mono.serving.params import GenParams, from_openai
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -54,31 +53,26 @@ def _tool_call_dicts(deltas: list[Any]) -> list[dict]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     req = validate(ChatCompletionRequest, await read_json(request))
-    model = state.model(req.model)
+    model = state.model(req.model, kind="chat")
     if req.chat_template is not None:
-        raise ApiError(400, "per-request chat_template is not allowed; start the server with --chat-template",
-                       param="chat_template")
+        raise InvalidRequest("per-request chat_template is not allowed; start the server with --chat-template",
+                             param="chat_template")
     params = from_openai(req, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     check_tool_choice(tools, req.tool_choice)
     params.tools = None if req.tool_choice == "none" else tools
     params.tool_choice = req.tool_choice
     pipeline = ChatPipeline(state)
-    pipeline.check(params, len(req.messages))
-    with RequestTracker(state, model.name, "chat_completions", req.stream) as tracker:
-        rid = "chatcmpl-" + (req.request_id or request["request_id"])
-        gen = await _chat_generation(pipeline, model, req, params, tools, rid)
-        stream, model_name = req.stream, req.model
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        # A stream can last minutes: keep only what it needs (memory per in-flight request).
-        del req, params, tools, pipeline
-        await gen.admit()
-        try:
-            if stream:
-                return await _stream_chat(request, state, gen, rid, model_name, include_usage, tracker)
-            return await _unary_chat(state, gen, rid, model_name)
-        finally:
-            gen.finish()
+    pipeline.check(params, len(req.messages), model)
+    rid = "chatcmpl-" + (req.request_id or request["request_id"])
+    build = _chat_generation(pipeline, model, req, params, tools, rid)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    encoder = (ChatStream(rid, req.model, req.n, include_usage) if req.stream else ChatUnary(rid, req.model, req.n))
+    stream = req.stream
+    # A stream can last minutes: keep only what it needs (memory per in-flight request).
+    del req, params, tools, pipeline
+    return await serve_generation(request, state, model, endpoint="chat_completions", stream=stream, build=build,
+                                  encoder=encoder)
 
 
 async def _chat_generation(pipeline: ChatPipeline, model: ServedModel, req: ChatCompletionRequest,
@@ -90,98 +84,108 @@ async def _chat_generation(pipeline: ChatPipeline, model: ServedModel, req: Chat
     return pipeline.generation(model, prompt, params, rid, template_kwargs=req.chat_template_kwargs)
 
 
-async def _unary_chat(state: ServerState, gen: Generation, rid: str, model_name: str) -> web.Response:
-    n = len(gen.states)
-    content = [[] for _ in range(n)]
-    reasoning = [[] for _ in range(n)]
-    calls: list[dict[int, dict]] = [{} for _ in range(n)]
-    logprobs: list[list | None] = [None] * n
-    try:
-        async with asyncio.timeout(request_timeout(state)):
-            async for step in gen.steps():
-                i = step.index
-                if step.content:
-                    content[i].append(step.content)
-                if step.reasoning:
-                    reasoning[i].append(step.reasoning)
-                for d in step.tool_calls:
-                    c = calls[i].setdefault(d.index, {"id": None, "type": "function",
-                                                      "function": {"name": "", "arguments": ""}})
-                    if d.id is not None:
-                        c["id"] = d.id
-                    if d.name is not None:
-                        c["function"]["name"] = d.name
-                    c["function"]["arguments"] += d.arguments
-                if step.logprobs is not None:
-                    lp = _chat_logprobs(step)
-                    logprobs[i] = (logprobs[i] or []) + lp["content"]
-    except (EngineError, TimeoutError) as exc:
-        raise engine_failure(exc) from None
-    choices = []
-    for i, st in enumerate(gen.states):
-        msg: dict[str, Any] = {"role": "assistant", "content": "".join(content[i]) if content[i] or not calls[i]
-                               else None}
-        if reasoning[i]:
-            msg["reasoning_content"] = "".join(reasoning[i])
-        if calls[i]:
-            msg["tool_calls"] = [calls[i][k] for k in sorted(calls[i])]
-        choices.append({"index": i, "message": msg,
-                        "logprobs": {"content": logprobs[i]} if logprobs[i] is not None else None,
-                        "finish_reason": st.finish_reason, "stop_reason": st.stop_reason})
-    return json_response({"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model_name,
-                          "choices": choices, "usage": gen.usage(), "system_fingerprint": None})
+class ChatUnary:
+    """Collects steps into a chat.completion object."""
+
+    __slots__ = ("rid", "model", "content", "reasoning", "calls", "logprobs")
+
+    def __init__(self, rid: str, model: str, n: int) -> None:
+        self.rid, self.model = rid, model
+        self.content: list[list[str]] = [[] for _ in range(n)]
+        self.reasoning: list[list[str]] = [[] for _ in range(n)]
+        self.calls: list[dict[int, dict]] = [{} for _ in range(n)]
+        self.logprobs: list[list | None] = [None] * n
+
+    def open(self, gen: Generation) -> None:
+        pass
+
+    def step(self, step: Step) -> None:
+        i = step.index
+        if step.content:
+            self.content[i].append(step.content)
+        if step.reasoning:
+            self.reasoning[i].append(step.reasoning)
+        for d in step.tool_calls:
+            c = self.calls[i].setdefault(d.index, {"id": None, "type": "function",
+                                                   "function": {"name": "", "arguments": ""}})
+            if d.id is not None:
+                c["id"] = d.id
+            if d.name is not None:
+                c["function"]["name"] = d.name
+            c["function"]["arguments"] += d.arguments
+        if step.logprobs is not None:
+            self.logprobs[i] = (self.logprobs[i] or []) + _chat_logprobs(step)["content"]
+
+    def response(self, gen: Generation) -> web.Response:
+        choices = []
+        for i, st in enumerate(gen.states):
+            content, calls = self.content[i], self.calls[i]
+            msg: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not calls else None}
+            if self.reasoning[i]:
+                msg["reasoning_content"] = "".join(self.reasoning[i])
+            if calls:
+                msg["tool_calls"] = [calls[k] for k in sorted(calls)]
+            lp = self.logprobs[i]
+            choices.append({"index": i, "message": msg, "logprobs": {"content": lp} if lp is not None else None,
+                            "finish_reason": st.finish_reason, "stop_reason": st.stop_reason})
+        return json_response({"id": self.rid, "object": "chat.completion", "created": int(time.time()),
+                              "model": self.model, "choices": choices, "usage": gen.usage(),
+                              "system_fingerprint": None})
 
 
-async def _stream_chat(request: web.Request, state: ServerState, gen: Generation, rid: str, model_name: str,
-                       include_usage: bool, tracker: RequestTracker) -> web.StreamResponse:
-    stream = await open_stream(request)
-    created = int(time.time())
-    head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name}
-    role_sent = [False] * len(gen.states)
-    # The common chunk (content only) is two constant byte strings around the JSON-encoded text.
-    head_json = orjson.dumps(head)[:-1]
-    content_pre = [head_json + b',"choices":[{"index":%d,"delta":{"content":' % i for i in range(len(gen.states))]
+class ChatStream:
+    """Steps as chat.completion.chunk events; the common content-only chunk is two constant byte strings
+    around the JSON-encoded text."""
+
+    __slots__ = ("head", "role_sent", "content_pre", "include_usage")
+    ping = None
     content_post = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
-    def chunk(i: int, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
-        return data_event({**head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                                "finish_reason": finish}]})
+    def __init__(self, rid: str, model: str, n: int, include_usage: bool) -> None:
+        self.head = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        self.role_sent = [False] * n
+        head_json = orjson.dumps(self.head)[:-1]
+        self.content_pre = [b"data: " + head_json + b',"choices":[{"index":%d,"delta":{"content":' % i
+                            for i in range(n)]
+        self.include_usage = include_usage
 
-    try:
-        async with asyncio.timeout(request_timeout(state)):
-            async for step in gen.steps():
-                i = step.index
-                if (role_sent[i] and step.content and not step.reasoning and not step.tool_calls
-                        and step.logprobs is None and step.finish_reason is None):
-                    await stream.send(b"data: " + content_pre[i] + orjson.dumps(step.content) + content_post)
-                    continue
-                delta: dict[str, Any] = {}
-                if not role_sent[i]:
-                    delta["role"] = "assistant"
-                if step.reasoning:
-                    delta["reasoning_content"] = step.reasoning
-                if step.content or (not role_sent[i] and not step.tool_calls):
-                    delta["content"] = step.content
-                if step.tool_calls:
-                    delta["tool_calls"] = _tool_call_dicts(step.tool_calls)
-                lp = _chat_logprobs(step)
-                out = b""
-                if len(delta) > (0 if role_sent[i] else 1) or lp is not None or not role_sent[i]:
-                    role_sent[i] = True
-                    out = chunk(i, delta, None, lp)
-                if step.finish_reason is not None:
-                    out += chunk(i, {}, step.finish_reason)
-                if out:
-                    await stream.send(out)
-        tail = b""
-        if include_usage:
-            tail = data_event({**head, "choices": [], "usage": gen.usage()})
-        await stream.send(tail + DONE)
-    except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
-        tracker.fail(err.code or "engine_error")
-        await stream.send(data_event(err.openai_body()) + DONE)
-    return stream.response
+    def _chunk(self, i: int, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
+        return data_event({**self.head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
+                                                     "finish_reason": finish}]})
+
+    def open(self, gen: Generation) -> bytes:
+        return b""
+
+    def step(self, step: Step) -> bytes:
+        i = step.index
+        role_sent = self.role_sent[i]
+        if (role_sent and step.content and not step.reasoning and not step.tool_calls
+                and step.logprobs is None and step.finish_reason is None):
+            return self.content_pre[i] + orjson.dumps(step.content) + self.content_post
+        delta: dict[str, Any] = {}
+        if not role_sent:
+            delta["role"] = "assistant"
+        if step.reasoning:
+            delta["reasoning_content"] = step.reasoning
+        if step.content or (not role_sent and not step.tool_calls):
+            delta["content"] = step.content
+        if step.tool_calls:
+            delta["tool_calls"] = _tool_call_dicts(step.tool_calls)
+        lp = _chat_logprobs(step)
+        out = b""
+        if len(delta) > (0 if role_sent else 1) or lp is not None or not role_sent:
+            self.role_sent[i] = True
+            out = self._chunk(i, delta, None, lp)
+        if step.finish_reason is not None:
+            out += self._chunk(i, {}, step.finish_reason)
+        return out
+
+    def close(self, gen: Generation) -> bytes:
+        tail = data_event({**self.head, "choices": [], "usage": gen.usage()}) if self.include_usage else b""
+        return tail + DONE
+
+    def error(self, err: ApiError) -> bytes:
+        return data_event(err.openai_body()) + DONE
 
 
 # --- completions -----------------------------------------------------------------------------
@@ -209,126 +213,116 @@ def _completion_logprobs(step: Step, offset: int) -> tuple[dict | None, int]:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    body = await read_json(request)
-    req = validate(CompletionRequest, body)
-    model = state.model(req.model)
+    req = validate(CompletionRequest, await read_json(request))
+    model = state.model(req.model, kind="chat")
     if req.suffix:
-        raise ApiError(400, "suffix is not supported", param="suffix")
+        raise InvalidRequest("suffix is not supported", param="suffix")
     params = from_openai(req, logprobs=req.logprobs)
-    s = state.settings
-    check_limits(params, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs,
-                 max_stop_chars=s.max_stop_chars)
     prompts = _prompts(req)
-    if len(prompts) * params.n > s.max_n * 16:
-        raise ApiError(400, f"{len(prompts)} prompts x n={params.n} is too many choices", param="prompt")
-    vocab = model.tokenizer.vocab_size
-    with RequestTracker(state, model.name, "completions", req.stream) as tracker:
-        rid = "cmpl-" + (req.request_id or request["request_id"])
-        reqs, states, echoes, prompt_tokens = [], [], [], 0
-        for pi, p in enumerate(prompts):
-            if isinstance(p, str):
-                ids = await model.tokenize(p)
-                text = p
+    check_completion(state.settings, model, params, len(prompts))
+    rid = "cmpl-" + (req.request_id or request["request_id"])
+    build = completion_generation(state, model, prompts, params, rid, echo=req.echo)
+    n = len(prompts) * params.n
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    encoder = CompletionStream(rid, req.model, n, include_usage) if req.stream else CompletionUnary(rid, req.model, n)
+    return await serve_generation(request, state, model, endpoint="completions", stream=req.stream, build=build,
+                                  encoder=encoder)
+
+
+class CompletionUnary:
+    """Collects steps into a text_completion object (echoed prompts first)."""
+
+    __slots__ = ("rid", "model", "texts", "logprobs", "offsets")
+
+    def __init__(self, rid: str, model: str, n: int) -> None:
+        self.rid, self.model = rid, model
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.logprobs: list[dict | None] = [None] * n
+        self.offsets = [0] * n
+
+    def open(self, gen: Generation) -> None:
+        if gen.echoes:
+            self.texts = [[e] if e else [] for e in gen.echoes]
+            self.offsets = [len(e) for e in gen.echoes]
+
+    def step(self, step: Step) -> None:
+        i = step.index
+        if step.content:
+            self.texts[i].append(step.content)
+        lp, self.offsets[i] = _completion_logprobs(step, self.offsets[i])
+        if lp is not None:
+            if self.logprobs[i] is None:
+                self.logprobs[i] = lp
             else:
-                if any(t >= vocab for t in p):
-                    raise ApiError(400, f"token id out of range (vocab size {vocab})", param="prompt")
-                ids, text = list(p), None
-            if not ids:
-                raise ApiError(400, "prompt is empty", param="prompt")
-            prompt = model.make_prompt(ids, text)
-            prompt_tokens += len(ids)
-            max_tokens = model.resolve_max_tokens(len(ids), params, s.max_tokens_limit)
-            sub = engine_requests(f"{rid}-p{pi}" if len(prompts) > 1 else rid, model.name, ids, prompt.block_hashes,
-                                  params, max_tokens, model.info.eos_token_ids)
-            for ci, r in enumerate(sub):
-                idx = pi * params.n + ci
-                reqs.append(r)
-                states.append(ChoiceState(idx, model.tokenizer, stops=params.stop,
-                                          skip_special_tokens=params.skip_special_tokens,
-                                          want_logprobs=params.logprobs is not None,
-                                          include_stop=params.include_stop_str_in_output,
-                                          prompt_tail=ids[-5:]))
-                echoes.append((text if text is not None else model.tokenizer.decode(ids)) if req.echo else "")
-        gen = Generation(model.pool, reqs, states, prompt_tokens, metrics=state.metrics, model=model.name,
-                         admission=admission_queues(state, model), latency_sensitivity=params.latency_sensitivity)
-        await gen.admit()
-        try:
-            if req.stream:
-                include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                return await _stream_completion(request, state, gen, rid, req.model, echoes, include_usage, tracker)
-            return await _unary_completion(state, gen, rid, req.model, echoes)
-        finally:
-            gen.finish()
+                for k in lp:
+                    self.logprobs[i][k].extend(lp[k])
+
+    def response(self, gen: Generation) -> web.Response:
+        choices = [{"index": i, "text": "".join(self.texts[i]),
+                    "logprobs": self.logprobs[i], "finish_reason": st.finish_reason, "stop_reason": st.stop_reason}
+                   for i, st in enumerate(gen.states)]
+        return json_response({"id": self.rid, "object": "text_completion", "created": int(time.time()),
+                              "model": self.model, "choices": choices, "usage": gen.usage(),
+                              "system_fingerprint": None})
 
 
-async def _unary_completion(state: ServerState, gen: Generation, rid: str, model_name: str,
-                            echoes: list[str]) -> web.Response:
-    n = len(gen.states)
-    texts = [[e] if e else [] for e in echoes]
-    logprobs: list[dict | None] = [None] * n
-    offsets = [len(e) for e in echoes]
-    try:
-        async with asyncio.timeout(request_timeout(state)):
-            async for step in gen.steps():
-                i = step.index
-                if step.content:
-                    texts[i].append(step.content)
-                lp, offsets[i] = _completion_logprobs(step, offsets[i])
-                if lp is not None:
-                    if logprobs[i] is None:
-                        logprobs[i] = lp
-                    else:
-                        for k in lp:
-                            logprobs[i][k].extend(lp[k])
-    except (EngineError, TimeoutError) as exc:
-        raise engine_failure(exc) from None
-    choices = [{"index": i, "text": "".join(texts[i]), "logprobs": logprobs[i], "finish_reason": st.finish_reason,
-                "stop_reason": st.stop_reason} for i, st in enumerate(gen.states)]
-    return json_response({"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name,
-                          "choices": choices, "usage": gen.usage(), "system_fingerprint": None})
+class CompletionStream:
+    """Steps as text_completion chunks; an echoed prompt leads its choice's first chunk."""
 
+    __slots__ = ("head", "offsets", "pending_echo", "include_usage")
+    ping = None
 
-async def _stream_completion(request: web.Request, state: ServerState, gen: Generation, rid: str, model_name: str,
-                             echoes: list[str], include_usage: bool, tracker: RequestTracker) -> web.StreamResponse:
-    stream = await open_stream(request)
-    head = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name}
-    offsets = [len(e) for e in echoes]
-    pending_echo = list(echoes)
-    try:
-        async with asyncio.timeout(request_timeout(state)):
-            async for step in gen.steps():
-                i = step.index
-                text = step.content
-                if pending_echo[i]:
-                    text, pending_echo[i] = pending_echo[i] + text, ""
-                lp, offsets[i] = _completion_logprobs(step, offsets[i])
-                if text or lp is not None or step.finish_reason is not None:
-                    await stream.send(data_event({**head, "choices": [
-                        {"index": i, "text": text, "logprobs": lp, "finish_reason": step.finish_reason}]}))
-        tail = data_event({**head, "choices": [], "usage": gen.usage()}) if include_usage else b""
-        await stream.send(tail + DONE)
-    except (EngineError, TimeoutError, ApiError) as exc:
-        err = exc if isinstance(exc, ApiError) else engine_failure(exc)
-        tracker.fail(err.code or "engine_error")
-        await stream.send(data_event(err.openai_body()) + DONE)
-    return stream.response
+    def __init__(self, rid: str, model: str, n: int, include_usage: bool) -> None:
+        self.head = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model}
+        self.offsets = [0] * n
+        self.pending_echo = [""] * n
+        self.include_usage = include_usage
+
+    def open(self, gen: Generation) -> bytes:
+        if gen.echoes:
+            self.pending_echo = list(gen.echoes)
+            self.offsets = [len(e) for e in gen.echoes]
+        return b""
+
+    def step(self, step: Step) -> bytes:
+        i = step.index
+        text = step.content
+        if self.pending_echo[i]:
+            text, self.pending_echo[i] = self.pending_echo[i] + text, ""
+        lp, self.offsets[i] = _completion_logprobs(step, self.offsets[i])
+        if text or lp is not None or step.finish_reason is not None:
+            return data_event({**self.head, "choices": [
+                {"index": i, "text": text, "logprobs": lp, "finish_reason": step.finish_reason}]})
+        return b""
+
+    def close(self, gen: Generation) -> bytes:
+        tail = data_event({**self.head, "choices": [], "usage": gen.usage()}) if self.include_usage else b""
+        return tail + DONE
+
+    def error(self, err: ApiError) -> bytes:
+        return data_event(err.openai_body()) + DONE
 
 
 # --- models ----------------------------------------------------------------------------------
-def _model_obj(m) -> dict:
-    return {"id": m.name, "object": "model", "created": m.created, "owned_by": "dynamo-mono",
+def _model_obj(m: ServedModel) -> dict:
+    return {"id": m.name, "object": "model", "created": m.created, "owned_by": "dynamo-mono", "kind": m.kind,
             "max_model_len": m.max_model_len}
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """Every model with at least one instance, whatever its kind."""
     state = request.app[STATE]
     return json_response({"object": "list", "data": [_model_obj(m) for m in state.models.values()
-                                                                  if m.pool.instances]})
+                                                      if m.pool.instances]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return json_response(_model_obj(state.model(request.match_info["model"])))
+    name = request.match_info["model"]
+    m = state.models.get(name)
+    if m is None or not m.pool.instances:
+        raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+    return json_response(_model_obj(m))
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
 
 from dynamo_mono.config import Settings
 from dynamo_mono.metrics import FrontendMetrics
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import InvalidRequest, ModelNotFound
 from dynamo_mono.serving.model import ServedModel
 
 
@@ -26,15 +27,32 @@ class ServerState:
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0
+    _worker_ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
-    def model(self, name: str, flavor: str = "openai") -> ServedModel:
+    def model(self, name: str, kind: str = "chat") -> ServedModel:
+        """The served model `name` of `kind` (ModelNotFound / InvalidRequest otherwise)."""
         m = self.models.get(name)
-        if m is None:
-            raise ApiError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        if m is None or (not m.configured and not m.pool.instances):
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        if m.kind != kind:
+            raise InvalidRequest(f"model '{name}' is a{'n' if m.kind[0] in 'aeiou' else ''} {m.kind} model; "
+                                 f"this route serves {kind} models", param="model")
         return m
 
+    def add_model(self, model: ServedModel) -> None:
+        self.models[model.name] = model
+
+    def remove_model(self, name: str) -> ServedModel | None:
+        return self.models.pop(name, None)
+
+    def new_worker_id(self) -> int:
+        """A process-wide unique instance id (local engines and remote workers' instances alike)."""
+        return next(self._worker_ids)
+
     def ready(self) -> bool:
-        return bool(self.models) and all(m.pool.ready_instances() for m in self.models.values())
+        """Every configured model has a ready instance (models that only workers bring do not count)."""
+        configured = [m for m in self.models.values() if m.configured]
+        return bool(configured) and all(m.pool.ready_instances() for m in configured)
 
 
 STATE: web.AppKey[ServerState] = web.AppKey("state", ServerState)

@@ -29,9 +29,14 @@ def _instances(state: ServerState) -> list[dict]:
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     ready = state.ready() and not state.draining
+    now = time.monotonic()
+    models = [{"name": m.name, "kind": m.kind, "configured": m.configured,
+               "instances": [i.worker_id for i in m.pool.instances.values()],
+               "ready_instances": [i.worker_id for i in m.pool.instances.values() if i.usable(now)]}
+              for m in state.models.values() if m.configured or m.pool.instances]
     body = {"status": "healthy" if ready else "unhealthy", "ready": ready, "draining": state.draining,
-            "uptime_s": round(time.monotonic() - state.started_at, 3), "inflight": state.inflight,
-            "models": sorted(state.models), "instances": _instances(state)}
+            "uptime_s": round(now - state.started_at, 3), "inflight": state.inflight,
+            "models": models, "instances": _instances(state)}
     return json_response(body, status=200 if ready else 503)
 
 
@@ -41,9 +46,10 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    missing = [name for name, m in state.models.items() if not m.pool.ready_instances()]
-    if state.draining or not state.models or missing:
-        reason = "draining" if state.draining else ("no models" if not state.models else
+    configured = [m for m in state.models.values() if m.configured]
+    missing = [m.name for m in configured if not m.pool.ready_instances()]
+    if state.draining or not configured or missing:
+        reason = "draining" if state.draining else ("no models" if not configured else
                                                     f"no ready instance for {missing}")
         return json_response({"status": "not ready", "reason": reason}, status=503)
     return json_response({"status": "ready"})

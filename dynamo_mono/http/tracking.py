@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from dynamo_mono.http.state import ServerState
+from dynamo_mono.http.errors import to_api_error
 from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ServingError
 
 
 class RequestTracker:
@@ -43,6 +45,8 @@ class RequestTracker:
                 self.mm.disconnected.inc()
             elif issubclass(exc_type, ApiError):
                 self.status, self.error_type = "error", f"http_{exc.status}"
+            elif issubclass(exc_type, ServingError):
+                self.status, self.error_type = "error", f"http_{to_api_error(exc).status}"
             else:
                 self.status, self.error_type = "error", "internal"
         if self.status == "error":

@@ -87,6 +87,21 @@ class Router:
         self.on_resync: Callable[[InstanceKey], None] | None = None
 
     # --- instances ------------------------------------------------------------------------
+    def adopt_block_size(self, block_size: int) -> None:
+        """Take the block size of the first instance to join (the router owns it for the model); a different
+        size while instances are known is refused, since block hashes would not line up."""
+        if block_size == self.block_size:
+            return
+        if self._instances:
+            raise ValueError(f"block size {block_size} differs from the {self.block_size} of the model's other "
+                             f"instances; start every instance of a model with the same block size")
+        if block_size <= 0:
+            raise ValueError(f"block_size must be > 0, got {block_size}")
+        self.block_size = block_size
+        self.indexer.block_size = block_size
+        self.active.block_size = block_size
+        self.selector.block_size = block_size
+
     def add_instance(self, key: InstanceKey, snapshot: list[KvEventBatch] | None = None, *,
                      total_blocks: int | None = None, max_num_batched_tokens: int | None = None,
                      kv_events: bool | None = None) -> None:

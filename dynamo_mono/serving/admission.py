@@ -7,14 +7,14 @@ import heapq
 import itertools
 import time
 
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import QueueFull, QueueTimeout
 
 
 class AdmissionQueue:
     """At most `limit` holders at once; waiters are served by (priority - latency_sensitivity, arrival).
 
     Lower priority values are more urgent (the API convention). A waiter whose queue wait would exceed
-    `max_wait`, or who arrives when `max_queue` are already waiting, is refused with 429 + Retry-After.
+    `max_wait`, or who arrives when `max_queue` are already waiting, is refused (QueueFull / QueueTimeout).
     """
 
     def __init__(self, limit: int | None, *, max_queue: int = 1024, max_wait: float | None = None,
@@ -39,8 +39,7 @@ class AdmissionQueue:
             self.active += 1
             return
         if self.waiting >= self.max_queue:
-            raise ApiError(429, f"{self.name} queue is full ({self.max_queue} waiting); try again later",
-                           headers={"Retry-After": "1"}, code="queue_full")
+            raise QueueFull(f"{self.name} queue is full ({self.max_queue} waiting); try again later")
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         key = priority - (latency_sensitivity or 0.0)
         heapq.heappush(self._heap, (key, next(self._seq), fut))
@@ -51,9 +50,8 @@ class AdmissionQueue:
             if fut.done() and not fut.cancelled():  # granted at the same moment: give the slot back
                 self.release()
             fut.cancel()
-            raise ApiError(429, f"request waited {time.monotonic() - started:.1f}s in the {self.name} queue "
-                           f"(limit {self.max_wait}s); try again later", headers={"Retry-After": "1"},
-                           code="queue_timeout") from None
+            raise QueueTimeout(f"request waited {time.monotonic() - started:.1f}s in the {self.name} queue "
+                               f"(limit {self.max_wait}s); try again later") from None
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self.release()

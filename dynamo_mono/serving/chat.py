@@ -6,11 +6,16 @@ import time
 from typing import Any
 
 from dynamo_mono.parsers.stream import build_output_parser
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import InvalidRequest
 from dynamo_mono.serving.choice import ChoiceState
 from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.model import Prompt, ServedModel
-from dynamo_mono.serving.params import GenParams, check_limits, engine_requests
+from dynamo_mono.serving.params import GenParams, check_capabilities, check_limits, engine_requests
+
+
+# Content part type -> the input modality a model card must list to accept it.
+PART_MODALITY = {"image_url": "image", "image": "image", "input_image": "image", "video_url": "video",
+                 "input_audio": "audio", "audio_url": "audio"}
 
 
 def flatten_content(content: Any) -> tuple[Any, list[dict]]:
@@ -27,16 +32,31 @@ def flatten_content(content: Any) -> tuple[Any, list[dict]]:
     return "\n".join(texts), media
 
 
+def check_media(model: ServedModel, media: list[dict]) -> None:
+    """Every non-text part must be a medium the model's engine declares (it then receives the parts);
+    anything else is refused by name, never dropped."""
+    card = model.pool.card()
+    accepted = set(card.modalities) if card is not None else set()
+    for part in media:
+        kind = str(part.get("type"))
+        modality = PART_MODALITY.get(kind)
+        if modality is None:
+            raise InvalidRequest(f"unsupported content part type '{kind}'", param="messages")
+        if modality not in accepted:
+            raise InvalidRequest(f"model '{model.name}' does not accept {modality} input (content part '{kind}'); "
+                                 f"it accepts {sorted(accepted) or ['text']}", param="messages")
+
+
 def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
     if tool_choice is None or tool_choice in ("none", "auto"):
         return
     if not tools:
-        raise ApiError(400, f"tool_choice={tool_choice!r} requires 'tools'", param="tool_choice")
+        raise InvalidRequest(f"tool_choice={tool_choice!r} requires 'tools'", param="tool_choice")
     if isinstance(tool_choice, dict):
         name = tool_choice["function"]["name"]
         names = [t.get("function", {}).get("name") for t in tools]
         if name not in names:
-            raise ApiError(400, f"tool_choice names function '{name}', which is not in tools ({names})",
+            raise InvalidRequest(f"tool_choice names function '{name}', which is not in tools ({names})",
                            param="tool_choice")
 
 
@@ -52,12 +72,13 @@ class ChatPipeline:
     def __init__(self, state: Any) -> None:
         self.state = state
 
-    def check(self, p: GenParams, n_messages: int) -> None:
+    def check(self, p: GenParams, n_messages: int, model: ServedModel) -> None:
         s = self.state.settings
         if n_messages > s.max_messages:
-            raise ApiError(400, f"{n_messages} messages exceed the limit of {s.max_messages}", param="messages")
+            raise InvalidRequest(f"{n_messages} messages exceed the limit of {s.max_messages}", param="messages")
         check_limits(p, max_n=s.max_n, max_stops=s.max_stop_sequences, max_top_logprobs=s.max_top_logprobs,
-                 max_stop_chars=s.max_stop_chars)
+                     max_stop_chars=s.max_stop_chars)
+        check_capabilities(p, model.pool.card())
 
     async def prompt_for(self, model: ServedModel, messages: list[dict], *, tools: list[dict] | None,
                          add_generation_prompt: bool = True, continue_final_message: bool = False,
@@ -70,10 +91,7 @@ class ChatPipeline:
             content, items = flatten_content(m.get("content"))
             media.extend(items)
             rendered_msgs.append({**m, "content": content} if items or isinstance(m.get("content"), list) else m)
-        if media and "image" not in (model.pool.card().modalities if model.pool.card() else []):
-            kinds = sorted({str(p.get("type")) for p in media})
-            raise ApiError(400, f"model '{model.name}' accepts text only; got content parts of type {kinds}",
-                           param="messages")
+        check_media(model, media)
         text = model.render_chat(rendered_msgs, tools=tools, add_generation_prompt=add_generation_prompt,
                                  continue_final_message=continue_final_message, template_kwargs=template_kwargs)
         t1 = time.perf_counter()
@@ -82,13 +100,13 @@ class ChatPipeline:
         mm = metrics.model(model.name)
         mm.template.observe(t1 - t0)
         mm.tokenize.observe(t2 - t1)
-        return model.make_prompt(ids, text)
+        return model.make_prompt(ids, text, media)
 
     def generation(self, model: ServedModel, prompt: Prompt, p: GenParams, request_id: str, *,
                    template_kwargs: dict | None = None, parse: bool = True) -> Generation:
         max_tokens = model.resolve_max_tokens(len(prompt.token_ids), p, self.state.settings.max_tokens_limit)
         reqs = engine_requests(request_id, model.name, prompt.token_ids, prompt.block_hashes, p, max_tokens,
-                               model.info.eos_token_ids)
+                               model.info.eos_token_ids, prompt.media)
         states = []
         for i in range(p.n):
             parser = None

@@ -19,8 +19,9 @@ class Generation:
 
     def __init__(self, pool: InstancePool, requests: list[EngineRequest], states: list[ChoiceState],
                  prompt_tokens: int, *, metrics=None, model: str = "", admission: tuple = (),
-                 latency_sensitivity: float | None = None) -> None:
+                 latency_sensitivity: float | None = None, echoes: list[str] | None = None) -> None:
         self.pool = pool
+        self.echoes = echoes  # text each choice's output starts with (completions with echo)
         self.admission = admission  # AdmissionQueues to pass, in order (per model, then global)
         self.latency_sensitivity = latency_sensitivity
         self._held: list = []

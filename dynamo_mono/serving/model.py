@@ -11,9 +11,9 @@ from typing import Any
 from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.preprocess.chat_template import TemplateError
 from dynamo_mono.preprocess.model_dir import ModelInfo
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest
 from dynamo_mono.serving.params import GenParams
-from dynamo_mono.serving.pool import InstancePool
+from dynamo_mono.serving.pool import Instance, InstancePool
 
 # Prompts longer than this (in characters) are tokenized on a worker thread. Only `encode_batch` releases the
 # GIL in HF tokenizers (plain `encode` holds it), so the offloaded call uses it.
@@ -34,40 +34,65 @@ class Prompt:
     token_ids: list[int]
     block_hashes: list[int]
     text: str | None = None
+    media: list[dict] = field(default_factory=list)  # non-text content parts the engine declared it takes
 
 
-@dataclass
 class ServedModel:
-    """Everything the API layer needs to serve one model name."""
+    """Everything the API layer needs to serve one model name.
 
-    name: str
-    info: ModelInfo
-    pool: InstancePool
-    reasoning_parser: str | None = None
-    tool_call_parser: str | None = None
-    admission: Any = None  # AdmissionQueue for this model
-    created: int = field(default_factory=lambda: int(time.time()))
+    `kind` is chat | embedding | image | video | audio; `configured` models come from the CLI / config file
+    (the others are brought by remote workers and leave with them). The explicit parsers are the operator's
+    choice; without one, the parser the instances announce in their cards applies.
+    """
+
+    def __init__(self, name: str, info: ModelInfo, pool: InstancePool, *, kind: str = "chat",
+                 configured: bool = True, reasoning_parser: str | None = None, tool_call_parser: str | None = None,
+                 admission: Any = None) -> None:
+        self.name, self.info, self.pool, self.kind, self.configured = name, info, pool, kind, configured
+        self.explicit_reasoning_parser = reasoning_parser
+        self.explicit_tool_call_parser = tool_call_parser
+        self.admission = admission
+        self.created = int(time.time())
 
     @property
     def tokenizer(self) -> Any:
         return self.info.tokenizer
 
     @property
-    def block_size(self) -> int:
+    def reasoning_parser(self) -> str | None:
+        """The operator's parser, else the one the instances announce in their cards, else the model files'."""
+        if self.explicit_reasoning_parser is not None:
+            return self.explicit_reasoning_parser
         card = self.pool.card()
-        return card.block_size if card is not None else 16
+        return (card.reasoning_parser if card is not None and card.reasoning_parser else self.info.reasoning_parser)
+
+    @property
+    def tool_call_parser(self) -> str | None:
+        if self.explicit_tool_call_parser is not None:
+            return self.explicit_tool_call_parser
+        card = self.pool.card()
+        return (card.tool_call_parser if card is not None and card.tool_call_parser else self.info.tool_call_parser)
+
+    @property
+    def block_size(self) -> int:
+        return self.pool.router.block_size
 
     @property
     def max_model_len(self) -> int:
         card = self.pool.card()
         return card.max_model_len if card is not None else self.info.max_model_len
 
+    def add_instance(self, instance: Instance) -> None:
+        """Route to a new instance; the first one sets the router's block size (ValueError on a mismatch)."""
+        self.pool.router.adopt_block_size(instance.card.block_size)
+        self.pool.add(instance)
+
     # --- preparation ------------------------------------------------------------------------
     def render_chat(self, messages: list[dict], *, tools: list[dict] | None, add_generation_prompt: bool,
                     continue_final_message: bool = False, template_kwargs: dict | None = None) -> str:
         template = self.info.chat_template
         if template is None:
-            raise ApiError(400, f"model '{self.name}' has no chat template; use /v1/completions "
+            raise InvalidRequest(f"model '{self.name}' has no chat template; use /v1/completions "
                            "or start the server with --chat-template")
         kwargs = dict(template_kwargs or {})
         for reserved in ("messages", "tools", "add_generation_prompt"):
@@ -77,7 +102,7 @@ class ServedModel:
                                    not continue_final_message, continue_final_message=continue_final_message,
                                    **kwargs)
         except TemplateError as exc:
-            raise ApiError(400, f"chat template error: {exc}") from None
+            raise InvalidRequest(f"chat template error: {exc}") from None
 
     async def tokenize(self, text: str) -> list[int]:
         tok = self.info.tokenizer
@@ -87,27 +112,26 @@ class ServedModel:
             return batch[0]
         return tok.encode(text)
 
-    def make_prompt(self, token_ids: list[int], text: str | None = None) -> Prompt:
+    def make_prompt(self, token_ids: list[int], text: str | None = None, media: list[dict] | None = None) -> Prompt:
         t0 = time.perf_counter()
         hashes = block_hashes(token_ids, self.block_size)
         self.pool.router.observe_block_hashing_ms((time.perf_counter() - t0) * 1000.0)
-        return Prompt(token_ids, hashes, text)
+        return Prompt(token_ids, hashes, text, list(media or ()))
 
     def resolve_max_tokens(self, prompt_len: int, p: GenParams, cap: int | None) -> int:
         """max_tokens after the context check: 400 with both numbers when the request cannot fit."""
         ctx = self.max_model_len
         if prompt_len >= ctx:
-            raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, your prompt "
-                           f"has {prompt_len} tokens, leaving no room for output.", param="messages",
-                           code="context_length_exceeded")
+            raise ContextLengthExceeded(f"This model's maximum context length is {ctx} tokens. However, your prompt "
+                           f"has {prompt_len} tokens, leaving no room for output.", param="messages")
         if p.max_tokens is None:
             mt = ctx - prompt_len
             return min(mt, cap) if cap is not None else mt
         if cap is not None and p.max_tokens > cap:
-            raise ApiError(400, f"max_tokens={p.max_tokens} exceeds the server limit of {cap}", param="max_tokens")
+            raise InvalidRequest(f"max_tokens={p.max_tokens} exceeds the server limit of {cap}", param="max_tokens")
         if prompt_len + p.max_tokens > ctx:
-            raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, you requested "
+            raise ContextLengthExceeded(f"This model's maximum context length is {ctx} tokens. However, you requested "
                            f"{prompt_len + p.max_tokens} tokens ({prompt_len} in the prompt, {p.max_tokens} "
                            f"for the completion). Please reduce the prompt or max_tokens.",
-                           param="max_tokens", code="context_length_exceeded")
+                           param="max_tokens")
         return p.max_tokens

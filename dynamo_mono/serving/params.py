@@ -6,8 +6,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynamo_mono.engine import EngineRequest, SamplingParams, StopConditions
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.engine import EngineRequest, ModelCard, SamplingParams, StopConditions
+from dynamo_mono.serving.errors import InvalidRequest
 
 
 @dataclass(slots=True)
@@ -85,26 +85,35 @@ def from_openai(req: Any, *, logprobs: int | None) -> GenParams:
 def check_limits(p: GenParams, *, max_n: int, max_stops: int, max_top_logprobs: int, max_stop_chars: int) -> None:
     """Configurable per-request limits (400 with the numbers)."""
     if p.n > max_n:
-        raise ApiError(400, f"n={p.n} exceeds the limit of {max_n}", param="n")
+        raise InvalidRequest(f"n={p.n} exceeds the limit of {max_n}", param="n")
     if len(p.stop) > max_stops:
-        raise ApiError(400, f"{len(p.stop)} stop sequences exceed the limit of {max_stops}", param="stop")
+        raise InvalidRequest(f"{len(p.stop)} stop sequences exceed the limit of {max_stops}", param="stop")
     longest = max(map(len, p.stop), default=0)
     if longest > max_stop_chars:
-        raise ApiError(400, f"a stop sequence of {longest} characters exceeds the limit of {max_stop_chars}",
+        raise InvalidRequest(f"a stop sequence of {longest} characters exceeds the limit of {max_stop_chars}",
                        param="stop")
     if p.logprobs is not None and p.logprobs > max_top_logprobs:
-        raise ApiError(400, f"top_logprobs={p.logprobs} exceeds the limit of {max_top_logprobs}",
+        raise InvalidRequest(f"top_logprobs={p.logprobs} exceeds the limit of {max_top_logprobs}",
                        param="top_logprobs")
     if p.max_tokens is not None and p.min_tokens > p.max_tokens:
-        raise ApiError(400, f"min_tokens={p.min_tokens} is larger than max_tokens={p.max_tokens}",
+        raise InvalidRequest(f"min_tokens={p.min_tokens} is larger than max_tokens={p.max_tokens}",
                        param="min_tokens")
+
+
+def check_capabilities(p: GenParams, card: ModelCard | None) -> None:
+    """Refuse what the model's engine cannot do, instead of silently ignoring it (no card: no instance yet)."""
+    if card is None:
+        return
+    if p.logprobs is not None and not card.supports_logprobs:
+        raise InvalidRequest(f"model '{card.name}' does not return logprobs", param="logprobs")
 
 
 _ENGINE_SEQ = itertools.count(1)
 
 
 def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_hashes: list[int],
-                    p: GenParams, max_tokens: int, eos_token_ids: list[int]) -> list[EngineRequest]:
+                    p: GenParams, max_tokens: int, eos_token_ids: list[int],
+                    multimodal: list[dict] | None = None) -> list[EngineRequest]:
     """One EngineRequest per choice (the frontend fans out n), with server-unique ids.
 
     `request_id` comes from the client (x-request-id, body `request_id`), which may reuse one across
@@ -125,6 +134,6 @@ def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_ha
             request_id=request_id if p.n == 1 else f"{request_id}-{i}",
             token_ids=prompt_ids, sampling=sampling, stop=stop, model=model, priority=p.priority,
             worker_id=p.worker_id, dp_rank=p.dp_rank, block_hashes=block_hashes,
-            annotations=list(p.annotations), tools=p.tools, choice_index=i,
+            annotations=list(p.annotations), tools=p.tools, choice_index=i, multimodal=list(multimodal or ()),
         ))
     return out

@@ -9,7 +9,17 @@ import msgspec
 from dynamo_mono.engine import EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+
+
+class ModelFiles(msgspec.Struct, array_like=True):
+    """What a server needs to serve a model it does not know yet: the model directory's tokenizer and
+    config files (name -> bytes), the chat template in force, the context length and the model's kind."""
+
+    kind: str
+    files: dict[str, bytes]
+    chat_template: str | None
+    max_model_len: int
 
 
 class Register(msgspec.Struct, tag=True, array_like=True):
@@ -21,6 +31,7 @@ class Register(msgspec.Struct, tag=True, array_like=True):
     snapshots: list[list[tuple]]  # per instance: wire KV batches of what it already caches
     name: str = ""
     protocol: int = PROTOCOL_VERSION
+    model_files: ModelFiles | None = None
 
 
 class Registered(msgspec.Struct, tag=True, array_like=True):

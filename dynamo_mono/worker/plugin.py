@@ -11,15 +11,13 @@ from dynamo_mono.config import ConfigError, Option, add_to_parser, dedupe, resol
 from dynamo_mono.hookspecs import hookimpl
 
 
-def worker_options(plugins: Any) -> list[Option]:
-    """Every option `worker` accepts: connection, model, then each registered engine's own."""
+def worker_options(plugins: Any, engine: str = "mocker") -> list[Option]:
+    """Every option `worker --engine ENGINE` accepts: connection, model, then that engine's own."""
     from dynamo_mono.options import MODEL_OPTIONS
     from dynamo_mono.worker.options import WORKER_COMMAND_OPTIONS
 
-    opts: list[Option] = [*WORKER_COMMAND_OPTIONS, *MODEL_OPTIONS]
-    for _, reg in sorted(plugins.registered("engine").items()):
-        opts.extend(reg.options)
-    return dedupe(opts)
+    reg = plugins.registered("engine").get(engine)
+    return dedupe([*WORKER_COMMAND_OPTIONS, *MODEL_OPTIONS, *(reg.options if reg is not None else [])])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -28,7 +26,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dynamo_mono.worker.process import run_worker
 
     plugins = get_plugins()
-    options = worker_options(plugins)
+    options = worker_options(plugins, args.worker_engine)
     try:
         settings = resolve(options, {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)})
     except ConfigError as exc:
@@ -44,11 +42,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 @hookimpl
-def register_cli(parser: Any) -> None:
+def register_cli(parser: Any, engine: str) -> None:
     from dynamo_mono.plugins import get_plugins
 
     p = parser.add_parser("worker", help="host engine instances for a remote server (scale-out)",
                           description="Start engine instances and serve them to a dynamo-mono server that "
                                       "this process dials (--connect).")
-    add_to_parser(p, worker_options(get_plugins()))
-    p.set_defaults(handler=cmd_worker)
+    add_to_parser(p, worker_options(get_plugins(), engine))
+    p.set_defaults(handler=cmd_worker, worker_engine=engine)

@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
-from dynamo_mono.engine import EngineArgs, EngineError, EngineRequest
-from dynamo_mono.preprocess.model_dir import load_model_dir
+from dynamo_mono.engine import EngineError, EngineRequest
+from dynamo_mono.model_spec import spec_from_settings
+from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
+from dynamo_mono.worker.model_files import pack_model_files
 from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FramedConnection
 
@@ -56,6 +58,7 @@ class Worker:
         self.engines: list[Any] = []
         self.name = settings.get("worker_name") or f"{socket.gethostname()}:{os.getpid()}"
         self.model = ""
+        self.model_files: m.ModelFiles | None = None
         self.stopping = asyncio.Event()
         self.tasks: dict[int, asyncio.Task] = {}
 
@@ -67,26 +70,13 @@ class Worker:
             raise ConfigError(f"invalid --num-instances={s.num_instances}: a worker hosts at least 1")
         if not s.worker_token:
             raise ConfigError("dynamo-mono worker needs --worker-token (or DYN_WORKER_TOKEN), the server's shared secret")
-        try:
-            reg = self.plugins.get("engine", s.engine)
-        except LookupError as exc:
-            raise ConfigError(f"invalid --engine={s.engine!r}: {exc}") from None
-        missing = reg.missing()
-        if missing:
-            hint = f"; install with: {reg.install_hint}" if reg.install_hint else ""
-            raise ConfigError(f"engine {s.engine!r} needs {', '.join(missing)}, which is not installed{hint}")
-        info = load_model_dir(s.model, served_model_name=s.served_model_name,
-                              chat_template_path=s.get("chat_template"), max_model_len=s.max_model_len)
+        reg = self.plugins.registered("engine").get(s.engine)
+        spec = spec_from_settings(s, reg.options if reg is not None else [])
+        reg = engine_registration(self.plugins, spec)
+        info = load_model(spec)
         self.model = info.name
-        options = s.as_dict()
-        options["extra_args"] = []
-        options["option_sources"] = {name: s.source(name) for name in options}
-        for i in range(s.num_instances):
-            args = EngineArgs(model_path=info.path, served_model_name=info.name, instance_id=i,
-                              max_model_len=info.max_model_len, eos_token_ids=list(info.eos_token_ids),
-                              vocab_size=info.tokenizer.vocab_size, options=dict(options), tokenizer=info.tokenizer)
-            self.engines.append(reg.factory(args))
-        await asyncio.gather(*(e.start() for e in self.engines))
+        self.model_files = pack_model_files(info, spec.kind)
+        self.engines = await start_engines(reg, spec, info)
 
     async def run(self) -> int:
         """Connect, serve, reconnect with capped exponential backoff; 0 on stop, 2 when refused."""
@@ -120,7 +110,8 @@ class Worker:
         try:
             snaps = [[m.batch_to_wire(b) for b in e.kv_snapshot()] for e in self.engines]
             await conn.send(m.encode(m.Register(self.settings.worker_token, self.model,
-                                                [e.model_card() for e in self.engines], snaps, self.name)))
+                                                [e.model_card() for e in self.engines], snaps, self.name,
+                                                model_files=self.model_files)))
             reply = m.decode(await asyncio.wait_for(conn.recv(), REPLY_TIMEOUT_S))
         except BaseException:
             conn.close()
@@ -224,11 +215,7 @@ class Worker:
             self.tasks.pop(sid, None)
 
     async def stop_engines(self) -> None:
-        for eng in self.engines:
-            try:
-                await eng.stop()
-            except Exception:
-                log.exception("stopping an engine failed")
+        await stop_all(self.engines)
 
 
 async def run_worker(settings: Settings, plugins: Any) -> int:

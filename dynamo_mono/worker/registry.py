@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 from typing import Any
 
 from aiohttp import web
 
+from dynamo_mono.config import ConfigError
 from dynamo_mono.http.state import ServerState
+from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.models import new_served_model, set_model_gauges
 from dynamo_mono.serving.pool import Instance
 from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FramedConnection
+from dynamo_mono.worker.model_files import unpack_model_files
 from dynamo_mono.worker.remote_engine import RemoteEngine
 from dynamo_mono.worker.session import WorkerSession
 
@@ -35,8 +38,6 @@ class WorkerRegistry:
         self.interval = heartbeat_interval
         self.misses = heartbeat_misses
         self.sessions: set[WorkerSession] = set()
-        used = [wid for mdl in state.models.values() for wid in mdl.pool.instances]
-        self._ids = itertools.count(max(used, default=-1) + 1)
         self._server: asyncio.base_events.Server | None = None
         self.removed = 0  # instances taken out of routing because their worker died (tests, metrics)
 
@@ -91,34 +92,65 @@ class WorkerRegistry:
             return "invalid worker token (set the server's --worker-token / DYN_WORKER_TOKEN on the worker)"
         if reg.protocol != m.PROTOCOL_VERSION:
             return f"worker protocol {reg.protocol} != server protocol {m.PROTOCOL_VERSION}"
-        model = self.state.models.get(reg.model)
-        if model is None:
-            return (f"model {reg.model!r} is not served here (this server serves {sorted(self.state.models)}); "
-                    f"start the worker with --served-model-name matching the server's")
         if not reg.cards:
             return "worker registered no instances"
-        bs = model.pool.router.block_size
         for card in reg.cards:
             if card.name != reg.model:
                 return f"instance card names model {card.name!r}, registration says {reg.model!r}"
-            if card.block_size != bs:
-                return (f"worker block size {card.block_size} != server block size {bs} for {reg.model!r} "
-                        f"(start both with the same --block-size)")
+            if card.block_size != reg.cards[0].block_size:
+                return f"the worker's instances disagree on the block size ({card.block_size} vs {reg.cards[0].block_size})"
+            for kind, parser in (("reasoning_parser", card.reasoning_parser), ("tool_call_parser", card.tool_call_parser)):
+                if parser is not None and parser not in self.state.plugins.registered(kind):
+                    return f"the worker's {kind.replace('_', ' ')} {parser!r} is not installed on the server"
+        model = self.state.models.get(reg.model)
+        if model is None:
+            if reg.model_files is None:
+                return (f"model {reg.model!r} is not served here (this server serves {sorted(self.state.models)}) "
+                        f"and the worker sent no model files to serve it from")
+            if reg.model_files.kind != "chat":
+                return f"model {reg.model!r} is a {reg.model_files.kind} model; this server serves chat models only"
+            return None
+        if reg.model_files is not None and reg.model_files.kind != model.kind:
+            return f"the worker serves {reg.model!r} as a {reg.model_files.kind} model; here it is a {model.kind} model"
+        if model.pool.instances and reg.cards[0].block_size != model.block_size:
+            return (f"worker block size {reg.cards[0].block_size} != block size {model.block_size} of the other "
+                    f"instances of {reg.model!r} (start every instance of a model with the same --block-size)")
         return None
+
+    def _model_for(self, reg: m.Register) -> ServedModel:
+        """The served model a registration joins: an existing one, or a new model announced by the worker
+        (with the worker's tokenizer, template and parsers) that stays while it has instances."""
+        model = self.state.models.get(reg.model)
+        if model is None:
+            info = unpack_model_files(reg.model_files, reg.model)
+            model = new_served_model(self.state, info, kind=reg.model_files.kind, reasoning_parser=None,
+                                     tool_call_parser=None, configured=False)
+            self.state.add_model(model)
+            model.pool.router.adopt_block_size(reg.cards[0].block_size)
+            set_model_gauges(self.state, model)
+            log.info("model %s (%s) announced by a worker is now served", reg.model, model.kind)
+        return model
 
     def _join(self, conn: FramedConnection, reg: m.Register) -> None:
         name = reg.name or conn.peer
+        try:
+            model = self._model_for(reg)
+        except (ConfigError, ValueError, OSError) as exc:
+            problem = f"cannot serve model {reg.model!r} from the worker's files: {exc}"
+            log.warning("refused worker %s from %s: %s", name, conn.peer, problem)
+            conn.send_nowait(m.encode(m.Refused(problem)))
+            conn.close()
+            return
         session = WorkerSession(conn, name, heartbeat_interval=self.interval, misses=self.misses,
                                 on_dead=self._on_dead)
-        pool = self.state.models[reg.model].pool
-        ids = [next(self._ids) for _ in reg.cards]
+        ids = [self.state.new_worker_id() for _ in reg.cards]
         for i, (card, wid) in enumerate(zip(reg.cards, ids)):
             snap = [m.batch_from_wire(b, wid) for b in (reg.snapshots[i] if i < len(reg.snapshots) else [])]
             session.engines.append(RemoteEngine(session, i, card, wid, snap))
         # Ack before routing to it, so Generate frames never precede Registered on the wire.
         conn.send_nowait(m.encode(m.Registered(ids, self.interval)))
         for eng in session.engines:
-            pool.add(Instance(worker_id=eng.worker_id, engine=eng, card=eng.card, local=False))
+            model.add_instance(Instance(worker_id=eng.worker_id, engine=eng, card=eng.card, local=False))
         self.sessions.add(session)
         session.start()
         log.info("worker %s joined %s with instance(s) %s", name, reg.model, ids)
@@ -126,11 +158,14 @@ class WorkerRegistry:
     def _on_dead(self, session: WorkerSession, reason: str) -> None:
         self.sessions.discard(session)
         for eng in session.engines:
-            for mdl in self.state.models.values():
-                if mdl.pool.instances.get(eng.worker_id) is not None and \
-                        mdl.pool.instances[eng.worker_id].engine is eng:
+            for mdl in list(self.state.models.values()):
+                inst = mdl.pool.instances.get(eng.worker_id)
+                if inst is not None and inst.engine is eng:
                     mdl.pool.remove(eng.worker_id)
                     self.removed += 1
+                    if not mdl.configured and not mdl.pool.instances:
+                        self.state.remove_model(mdl.name)
+                        log.info("model %s left with its last worker", mdl.name)
         log.warning("worker %s (instance(s) %s) removed: %s", session.name,
                     [e.worker_id for e in session.engines], reason)
 

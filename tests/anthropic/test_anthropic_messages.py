@@ -209,7 +209,7 @@ async def test_metadata_and_sdk_fields_tolerated(client: Any) -> None:
                                                   "content": "r"}]}]), "toolu_x"),
     (body(messages=[{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
-        {"type": "text", "text": "what is this"}]}]), "text only"),
+        {"type": "text", "text": "what is this"}]}]), "does not accept image input"),
 ])
 async def test_invalid_requests_are_400(client: Any, payload: dict, fragment: str) -> None:
     status, data = await post(client, payload)

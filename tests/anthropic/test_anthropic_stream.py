@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dynamo_mono.http import anthropic_routes
+from dynamo_mono.http import anthropic_routes, generate
 from dynamo_mono.http.anthropic_routes import thinking_signature
 from tests.anthropic.conftest import TIME_TOOL, WEATHER_TOOL, body, parse_sse
 
@@ -161,7 +161,7 @@ async def test_error_after_start_is_error_event(make_client: Any) -> None:
 
 async def test_pings_while_waiting_for_first_token(make_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client = await make_client()
-    monkeypatch.setattr(anthropic_routes, "PING_INTERVAL_S", 0.02)
+    monkeypatch.setattr(generate, "PING_INTERVAL_S", 0.02)
     from dynamo_mono.serving.pool import InstancePool
 
     real = InstancePool.generate

@@ -97,8 +97,8 @@ async def test_conditional_disagg_keeps_short_prompts_local():
     p, d = engine(0, "prefill"), engine(1, "decode")
     await asyncio.gather(p.start(), d.start())
     try:
-        model.pool.add(Instance(0, p, p.model_card()))
-        model.pool.add(Instance(1, d, d.model_card()))
+        model.add_instance(Instance(0, p, p.model_card()))
+        model.add_instance(Instance(1, d, d.model_card()))
 
         async def run(rid: str, n: int) -> list[int]:
             req = EngineRequest(rid, list(range(100, 100 + n)), SamplingParams(seed=3), StopConditions(max_tokens=8))

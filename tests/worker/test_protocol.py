@@ -59,13 +59,16 @@ async def test_registry_authenticates_and_checks_the_model(remote_only_state):
         assert isinstance(reply, m.Refused) and "invalid worker token" in reply.reason
         _, reply = await _register(port, "s3cret", _card(name="other-model"))
         assert isinstance(reply, m.Refused) and "'other-model' is not served here" in reply.reason
-        _, reply = await _register(port, "s3cret", _card(block_size=16))
-        assert isinstance(reply, m.Refused) and "block size 16" in reply.reason
         pool = remote_only_state.models["tiny-chatml"].pool
         assert not pool.instances
-        conn, reply = await _register(port, "s3cret", _card())
+        # The first instance of a model sets its block size (the server's own engine options do not) ...
+        conn, reply = await _register(port, "s3cret", _card(block_size=16))
         assert isinstance(reply, m.Registered)
         assert list(pool.instances) == reply.worker_ids and not pool.instances[reply.worker_ids[0]].local
+        assert pool.router.block_size == 16
+        # ... and an instance with another block size is refused while that one is there.
+        _, reply = await _register(port, "s3cret", _card(block_size=64))
+        assert isinstance(reply, m.Refused) and "block size 64" in reply.reason
     finally:
         await reg.stop()
 

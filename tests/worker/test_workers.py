@@ -93,11 +93,22 @@ def test_unauthenticated_worker_is_refused_and_model_follows_workers():
         intruder = start_worker(server.url, ["--speedup-ratio", "0"], token="not-the-token", name="intruder")
         assert intruder.proc.wait(30) == 2
         assert "invalid worker token" in intruder.log()
-        wrong_model = start_worker(server.url, ["--speedup-ratio", "0", "--served-model-name", "other"],
-                                   name="wrong-model")
-        assert wrong_model.proc.wait(30) == 2
-        assert "model 'other' is not served here" in wrong_model.log()
         assert remote_instances(server.url) == []
+        # A worker announcing a model the server does not serve brings it (Dynamo's discovery): listed while
+        # the worker is there, gone when it leaves; it never makes the configured model ready.
+        other = start_worker(server.url, ["--speedup-ratio", "0", "--served-model-name", "other"], name="other")
+        try:
+            wait_until(lambda: [m["id"] for m in get_json(server.url + "/v1/models")[1]["data"]] == ["other"], 30,
+                       "the announced model listed")
+            status, body = post_json(server.url + "/v1/completions", {"model": "other", "prompt": "hi",
+                                                                      "max_tokens": 2})
+            assert status == 200 and body["model"] == "other", body
+            assert get_json(server.url + "/ready")[0] == 503
+        finally:
+            other.stop()
+        wait_until(lambda: get_json(server.url + "/v1/models")[1]["data"] == [], 30, "the announced model gone")
+        status, _ = post_json(server.url + "/v1/completions", {"model": "other", "prompt": "hi", "max_tokens": 2})
+        assert status == 404
         good = start_worker(server.url, ["--speedup-ratio", "0"], name="good")
         try:
             wait_until(lambda: get_json(server.url + "/ready")[0] == 200, 30, "/ready after a worker joined")

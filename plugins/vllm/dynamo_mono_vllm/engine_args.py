@@ -7,27 +7,12 @@ from typing import Any
 from dynamo_mono.config import ConfigError
 from dynamo_mono.engine import EngineArgs
 
-from dynamo_mono_vllm.options import ENGINE_ARG_NAMES, VLLM_OPTIONS
-
-_OWN_DEFAULTS = {o.name: o.default for o in VLLM_OPTIONS}
+from dynamo_mono_vllm.options import ENGINE_ARG_NAMES
 
 
 def chosen_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The engine options that apply to vLLM: set on the command line / env, or this plugin's own default.
-
-    An option name shared with another engine (e.g. the mocker's --block-size) may carry that engine's
-    default; `option_sources` (from the server) tells user-set values apart from defaults.
-    """
-    sources = options.get("option_sources")
-    out: dict[str, Any] = {}
-    for name in ENGINE_ARG_NAMES:
-        if sources is None or sources.get(name, "default") != "default":
-            value = options.get(name)
-        else:
-            value = _OWN_DEFAULTS.get(name)
-        if value is not None:
-            out[name] = value
-    return out
+    """The engine options that go to AsyncEngineArgs: those set (by the user or as this plugin's default)."""
+    return {name: options[name] for name in ENGINE_ARG_NAMES if options.get(name) is not None}
 
 
 def build_engine_args(args: EngineArgs) -> Any:
@@ -36,7 +21,7 @@ def build_engine_args(args: EngineArgs) -> Any:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     options = args.options or {}
-    extra = list(options.get("extra_args") or [])
+    extra = list(args.extra_args)
     parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="dynamo-mono serve --engine vllm"))
     try:
         ns, unknown = parser.parse_known_args(["--model", args.model_path, *extra])

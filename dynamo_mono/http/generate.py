@@ -1,0 +1,157 @@
+"""The one request path of every generating route: tracking, admission, timeout, stream or unary, errors.
+
+A route parses its protocol, builds the work as a coroutine that returns a Generation, and hands it here with
+an encoder that turns Steps into its protocol's bytes. Everything else — in-flight and request metrics,
+admission and priority queues, routing preconditions, the request timeout, cancellation when the client goes
+away (aiohttp cancels the handler; closing the step iterator aborts the engine request), and mapping failures
+to HTTP statuses or in-stream error events — happens here, the same way for every API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Coroutine, Protocol
+
+from aiohttp import web
+
+from dynamo_mono.http.errors import REQUEST_FAILURES, to_api_error
+from dynamo_mono.http.sse import EventStream, open_stream
+from dynamo_mono.http.state import ServerState
+from dynamo_mono.http.tracking import RequestTracker
+from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.choice import Step
+from dynamo_mono.serving.generation import Generation
+from dynamo_mono.serving.model import ServedModel
+
+PING_INTERVAL_S = 10.0  # seconds without output before another keep-alive event, until the first token
+
+
+class StreamEncoder(Protocol):
+    """Turns a generation into one protocol's event-stream bytes."""
+
+    ping: bytes | None  # keep-alive event sent every PING_INTERVAL_S until the first token; None = none
+
+    def open(self, gen: Generation) -> bytes:
+        """Bytes sent as soon as the stream is open (may be empty)."""
+
+    def step(self, step: Step) -> bytes:
+        """Bytes for one step (may be empty)."""
+
+    def close(self, gen: Generation) -> bytes:
+        """Bytes after the last step (final events, usage, terminator)."""
+
+    def error(self, err: ApiError) -> bytes:
+        """The in-stream error event(s) for a failure after the stream started."""
+
+
+class UnaryEncoder(Protocol):
+    """Collects a generation's steps into one protocol's JSON response."""
+
+    def open(self, gen: Generation) -> None: ...
+
+    def step(self, step: Step) -> None: ...
+
+    def response(self, gen: Generation) -> web.Response: ...
+
+
+async def serve_generation(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
+                           stream: bool, build: Coroutine[Any, Any, Generation],
+                           encoder: StreamEncoder | UnaryEncoder) -> web.StreamResponse:
+    """Run one API request end to end; `build` (template, tokenization, ...) runs inside the tracking."""
+    with RequestTracker(state, model.name, endpoint, stream) as tracker:
+        try:
+            gen = await build
+        except REQUEST_FAILURES as exc:
+            raise to_api_error(exc) from None
+        finally:
+            build.close()  # no-op once awaited; a never-started build must not warn
+        del build
+        try:
+            try:
+                await gen.admit()
+            except REQUEST_FAILURES as exc:
+                raise to_api_error(exc) from None
+            if stream:
+                return await _stream(request, state, gen, encoder, tracker)  # type: ignore[arg-type]
+            return await _unary(state, gen, encoder)  # type: ignore[arg-type]
+        finally:
+            gen.finish()
+
+
+async def _unary(state: ServerState, gen: Generation, enc: UnaryEncoder) -> web.Response:
+    enc.open(gen)
+    try:
+        async with asyncio.timeout(state.settings.request_timeout):
+            async for step in gen.steps():
+                enc.step(step)
+    except REQUEST_FAILURES as exc:
+        raise to_api_error(exc) from None
+    return enc.response(gen)
+
+
+async def _first_pull(it: AsyncIterator[Step]) -> asyncio.Future:
+    """Start the first pull; refusals raised before it first waits (no capacity, a bad pin) still become an
+    HTTP status instead of an error event inside a stream."""
+    task = asyncio.ensure_future(it.__anext__())
+    try:
+        await asyncio.wait({task}, timeout=0)
+    except asyncio.CancelledError:  # client gone: stop the pull, or closing `it` finds it still running
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    if task.done() and not task.cancelled():
+        exc = task.exception()
+        if isinstance(exc, REQUEST_FAILURES):
+            raise to_api_error(exc)
+    return task
+
+
+async def _stream(request: web.Request, state: ServerState, gen: Generation, enc: StreamEncoder,
+                  tracker: RequestTracker) -> web.StreamResponse:
+    it = gen.steps()
+    pending: asyncio.Future | None = None
+    stream: EventStream | None = None
+    try:
+        pending = await _first_pull(it)
+        stream = await open_stream(request)
+        send = stream.send
+        head = enc.open(gen)
+        if head:
+            await send(head)
+        async with asyncio.timeout(state.settings.request_timeout):
+            ping = enc.ping
+            while True:  # until the first token: wait on the pull (pinging if the protocol keeps alive)
+                task = pending
+                if ping is not None:
+                    while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
+                        await send(ping)
+                try:
+                    step = await task
+                except StopAsyncIteration:
+                    pending = None
+                    break
+                pending = None
+                data = enc.step(step)
+                if data:
+                    await send(data)
+                if step.num_tokens or step.finish_reason is not None:
+                    break
+                pending = asyncio.ensure_future(it.__anext__())
+            step_of = enc.step
+            async for step in it:
+                data = step_of(step)
+                if data:
+                    await send(data)
+        await send(enc.close(gen))
+    except REQUEST_FAILURES as exc:
+        err = to_api_error(exc)
+        if stream is None:
+            raise err from None
+        tracker.fail(err.code or f"http_{err.status}")
+        await stream.send(enc.error(err))
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await it.aclose()
+    return stream.response
