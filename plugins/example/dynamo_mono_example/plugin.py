@@ -1,7 +1,6 @@
 """Hook implementations: what this plugin registers with dynamo-mono."""
 
-from dynamo_mono.config import Option
-from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.api import Option, hookimpl
 
 from dynamo_mono_example.echo_engine import EchoEngine
 from dynamo_mono_example.bracket_parser import BracketReasoningParser
