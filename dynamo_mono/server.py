@@ -16,6 +16,7 @@ from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.engine import EngineArgs
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
+from dynamo_mono.http.tls import server_ssl_context
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.preprocess.model_dir import load_model_dir
 from dynamo_mono.router.router import Router
@@ -115,6 +116,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
     t0 = time.perf_counter()
     if settings.num_instances == 0 and not settings.worker_token:
         raise ConfigError("--num-instances 0 serves only remote workers: set --worker-token (or DYN_WORKER_TOKEN)")
+    ssl_context = server_ssl_context(settings)  # bad TLS files fail here, before any engine starts
     state = await build_state(settings, plugins)
     workers = None
     if settings.worker_token:
@@ -129,16 +131,17 @@ async def serve(settings: Settings, plugins: Any) -> None:
     # still running after --shutdown-timeout, so keep it short: such requests are cut off at once.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
     host, port = sock.getsockname()[:2]
-    log.info("dynamo-mono serving %s on http://%s:%s (engine %s, %d instance(s)) in %.2fs",
-             ", ".join(state.models), host, port, settings.engine, settings.num_instances, time.perf_counter() - t0)
+    scheme = "https" if ssl_context else "http"
+    log.info("dynamo-mono serving %s on %s://%s:%s (engine %s, %d instance(s)) in %.2fs", ", ".join(state.models),
+             scheme, host, port, settings.engine, settings.num_instances, time.perf_counter() - t0)
     if settings.ready_file:
         tmp = settings.ready_file + ".tmp"
         with open(tmp, "w") as f:
-            f.write(f"{host}:{port}\n")
+            f.write(f"{'https://' if ssl_context else ''}{host}:{port}\n")
         os.replace(tmp, settings.ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
