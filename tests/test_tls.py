@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import ipaddress
+import os
 import ssl
 import subprocess
 import sys
@@ -123,7 +124,8 @@ def test_serve_with_half_tls_configuration_exits_2(tls_files) -> None:
 
 def test_openai_sdk_over_https_and_plain_http_refused(tls_files) -> None:
     cert, key = tls_files
-    srv = start_server(["--speedup-ratio", "0", "--tls-cert-path", cert, "--tls-key-path", key], ca_file=cert)
+    srv = start_server(["--speedup-ratio", "0", "--tls-cert-path", cert, "--tls-key-path", key,
+                        "--worker-token", "t"], ca_file=cert)
     try:
         assert srv.url.startswith("https://127.0.0.1:")
         assert f"on https://127.0.0.1:{srv.port}" in srv.log()
@@ -141,6 +143,12 @@ def test_openai_sdk_over_https_and_plain_http_refused(tls_files) -> None:
         with pytest.raises(urllib.error.URLError) as e:  # the default trust store does not know the cert
             urllib.request.urlopen(srv.url + "/ready", timeout=10)
         assert isinstance(e.value.reason, ssl.SSLCertVerificationError)
+        # a worker given --connect https://... finds the worker port, trusting the CA named by SSL_CERT_FILE
+        code = ("import asyncio, sys; from dynamo_mono.worker.process import resolve_endpoint; "
+                "print(asyncio.run(resolve_endpoint(sys.argv[1]))[1])")
+        r = subprocess.run([sys.executable, "-c", code, srv.url], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "SSL_CERT_FILE": cert})
+        assert r.returncode == 0 and int(r.stdout) > 0, r.stderr
     finally:
         srv.stop()
 
