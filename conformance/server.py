@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,10 +42,12 @@ class ServerProcess(LoggedProcess):
     host: str = "127.0.0.1"
     port: int = 0
     args: list[str] = field(default_factory=list)
+    scheme: str = "http"  # "https" when started with --tls-cert-path / --tls-key-path
+    ca_file: str | None = None  # the CA that verifies an https server's certificate
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 def metric_value(text: str, name: str) -> float:
@@ -56,8 +59,12 @@ def metric_value(text: str, name: str) -> float:
     return total
 
 
-def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0) -> ServerProcess:
-    """`dynamo-mono serve ARGS --port 0`, returning once /ready answers 200 (or raising with the log)."""
+def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0,
+                 ca_file: str | None = None) -> ServerProcess:
+    """`dynamo-mono serve ARGS --port 0`, returning once /ready answers 200 (or raising with the log).
+
+    A TLS server (its ready file says https://) is probed over https, verified against ca_file.
+    """
     tmp = tempfile.mkdtemp(prefix="dynamo-mono-")
     ready_file = os.path.join(tmp, "ready")
     log_path = os.path.join(tmp, "server.log")
@@ -71,18 +78,23 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{open(log_path).read()}")
         if os.path.exists(ready_file):
-            host, port = open(ready_file).read().strip().rsplit(":", 1)
-            server = ServerProcess(proc, log_path, host, int(port), args)
-            if _ready(server.url):
+            scheme, _, address = open(ready_file).read().strip().rpartition("://")
+            host, port = address.rsplit(":", 1)
+            server = ServerProcess(proc, log_path, host, int(port), args, scheme or "http", ca_file)
+            if server.scheme == "https" and ca_file is None:
+                server.stop()
+                raise RuntimeError("the server serves https: pass start_server(..., ca_file=CA) to verify it")
+            if _ready(server):
                 return server
         time.sleep(0.02)
     proc.kill()
     raise RuntimeError(f"server not ready after {timeout}s:\n{open(log_path).read()}")
 
 
-def _ready(url: str) -> bool:
+def _ready(server: ServerProcess) -> bool:
+    ctx = ssl.create_default_context(cafile=server.ca_file) if server.scheme == "https" else None
     try:
-        with urllib.request.urlopen(url + "/ready", timeout=2) as r:
+        with urllib.request.urlopen(server.url + "/ready", timeout=2, context=ctx) as r:
             return r.status == 200
     except Exception:
         return False

@@ -39,7 +39,7 @@ def serve_options(plugins: Plugins, engine: str = "mocker") -> list[Option]:
 
 def _passthrough_allowed(plugins: Plugins, engine: str) -> bool:
     try:
-        return bool(plugins.get("engine", engine).extra.get("passthrough_args"))
+        return plugins.get("engine", engine).passthrough_args
     except LookupError:
         return False
 
@@ -80,9 +80,7 @@ def _report_broken_plugins(plugins: Plugins, engine: str) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace, plugins: Plugins) -> int:
-    kinds = ("engine", "reasoning_parser", "tool_call_parser", "modality", "transport")
-    for kind in kinds:
-        plugins.registered(kind)  # collect registrations
+    plugins.registered("engine")  # collect registrations (and registration errors) of every kind
     for info in sorted(plugins.infos.values(), key=lambda i: i.name):
         status = "error" if info.error else "ok"
         print(f"{info.name}  ({info.distribution} {info.version}, {info.module})  [{status}]")

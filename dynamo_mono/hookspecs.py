@@ -1,33 +1,88 @@
-"""Plugin hook specifications: every built-in and third-party plugin implements some of these."""
+"""Plugin hook specifications and the exact `register(...)` signature each `register_*` hook hands a plugin.
+
+A plugin implements any subset of the hooks with `@hookimpl`. The `register` callables take explicit
+parameters: a misspelt keyword, a missing argument or a bad value is recorded as that plugin's load
+error (shown by `dynamo-mono plugins`), never a crash of the core.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Literal, Protocol
 
 import pluggy
+
+from dynamo_mono.config import Option
 
 hookspec = pluggy.HookspecMarker("dynamo_mono")
 hookimpl = pluggy.HookimplMarker("dynamo_mono")
 
+ParserKind = Literal["reasoning", "tool_call"]
+ModalityKind = Literal["image", "video", "audio"]
+PARSER_KINDS: tuple[str, ...] = ("reasoning", "tool_call")
+MODALITY_KINDS: tuple[str, ...] = ("image", "video", "audio")
+
+
+class RegisterEngine(Protocol):
+    """The `register` of `register_engines`."""
+
+    def __call__(self, name: str, factory: Callable[..., Any], *, options: Iterable[Option] = (),
+                 requires: Iterable[str] = (), install_hint: str = "", description: str = "",
+                 passthrough_args: bool = False) -> None:
+        """Register engine `name`: factory(EngineArgs) -> Engine.
+
+        options: the engine's own `serve` flags (scoped to it); requires: importable modules it needs
+        (missing = listed as unavailable with install_hint); passthrough_args: unknown `serve` arguments
+        are handed to the engine in EngineArgs.options["extra_args"] instead of being rejected.
+        """
+
+
+class RegisterParser(Protocol):
+    """The `register` of `register_parsers`."""
+
+    def __call__(self, kind: ParserKind, name: str, factory: Callable[..., Any]) -> None:
+        """Register parser `name`: kind "reasoning" (factory(**template_kwargs) -> ReasoningParser)
+        or "tool_call" (factory(tools) -> ToolCallParser)."""
+
+
+class RegisterModality(Protocol):
+    """The `register` of `register_modalities`."""
+
+    def __call__(self, kind: ModalityKind, name: str, factory: Callable[..., Any], *,
+                 options: Iterable[Option] = (), requires: Iterable[str] = (), install_hint: str = "",
+                 description: str = "") -> None:
+        """Register media generator `name` for models of kind "image" | "video" | "audio".
+
+        factory(EngineArgs) builds the generator for one model of that kind (the Engine shape, with
+        media results); options, requires and install_hint work as for engines.
+        """
+
+
+class RegisterTransport(Protocol):
+    """The `register` of `register_transports`."""
+
+    def __call__(self, name: str, factory: Callable[..., Any], *, requires: Iterable[str] = (),
+                 install_hint: str = "", description: str = "") -> None:
+        """Register worker/KV transport `name`: factory(**kwargs) -> KvTransport."""
+
 
 @hookspec
-def register_engines(register: Callable[..., None]) -> None:
-    """Register engine factories: register(name, factory, options=[Option...], requires=[modules], install_hint=str, description=str)."""
+def register_engines(register: RegisterEngine) -> None:
+    """Register engines: register(name, factory, *, options, requires, install_hint, description, passthrough_args)."""
 
 
 @hookspec
-def register_parsers(register: Callable[..., None]) -> None:
+def register_parsers(register: RegisterParser) -> None:
     """Register output parsers: register(kind, name, factory) with kind "reasoning" or "tool_call"."""
 
 
 @hookspec
-def register_modalities(register: Callable[..., None]) -> None:
-    """Register generation handlers: register(name, factory, routes=[(method, path)], requires=[...])."""
+def register_modalities(register: RegisterModality) -> None:
+    """Register media generators: register(kind, name, factory, *, options, requires, install_hint, description)."""
 
 
 @hookspec
-def register_transports(register: Callable[..., None]) -> None:
-    """Register worker/KV transports: register(name, factory, requires=[modules], install_hint=str)."""
+def register_transports(register: RegisterTransport) -> None:
+    """Register worker/KV transports: register(name, factory, *, requires, install_hint, description)."""
 
 
 @hookspec

@@ -7,6 +7,11 @@ from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
 MiB = 1024 * 1024
 
+TLS_CERT_PATH = Option("tls_cert_path", str, None, "TLS certificate chain (PEM): serve HTTPS instead of HTTP. "
+                       "Needs --tls-key-path.", group="http server")
+TLS_KEY_PATH = Option("tls_key_path", str, None, "Unencrypted private key (PEM) of --tls-cert-path.",
+                      group="http server")
+
 SERVER_OPTIONS = [
     Option("host", str, "127.0.0.1", "Address the HTTP server binds to.", group="http server", aliases=("--http-host",)),
     Option("port", int, 8000, "TCP port of the HTTP server (0 = pick a free port).", group="http server",
@@ -21,8 +26,10 @@ SERVER_OPTIONS = [
            aliases=("--enable-anthropic-api",)),
     Option("log_level", str, "info", "Log level.", group="http server",
            choices=("debug", "info", "warning", "error")),
-    Option("ready_file", str, None, "Write 'host:port' to this file once the server is ready (for scripts).",
-           group="http server"),
+    Option("ready_file", str, None, "Write 'host:port' ('https://host:port' with TLS) to this file once the "
+           "server is ready (for scripts).", group="http server"),
+    TLS_CERT_PATH,
+    TLS_KEY_PATH,
 ]
 
 MODEL_OPTIONS = [

@@ -15,6 +15,7 @@ from aiohttp import web
 from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
+from dynamo_mono.http.tls import server_ssl_context
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import MEDIA_KINDS, ModelSpec, spec_from_settings, specs_from_file
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
@@ -86,10 +87,12 @@ async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedMod
 
 
 def _refuse_kind(plugins: Any, kind: str, label: str) -> None:
-    if kind in MEDIA_KINDS and not any(r.name == kind or getattr(r, "kind", None) == kind
-                                       for r in plugins.registered("modality").values()):
-        raise ConfigError(f"{label}: kind {kind!r} needs a modality plugin that generates {kind} "
-                          f"(none is installed; see `dynamo-mono plugins`)")
+    """Only chat models are served by this version; a media kind names the modality plugin it would need."""
+    if kind in MEDIA_KINDS:
+        try:
+            plugins.modality(kind)
+        except LookupError as exc:
+            raise ConfigError(f"{label}: kind {kind!r} needs a modality plugin that generates {kind}: {exc}") from None
     raise ConfigError(f"{label}: kind {kind!r} is not served by this version (chat models only)")
 
 
@@ -106,6 +109,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
     if not settings.worker_token and any(s.instances == 0 for s in specs):
         raise ConfigError("a model with 0 instances is served only by remote workers: set --worker-token "
                           "(or DYN_WORKER_TOKEN)")
+    ssl_context = server_ssl_context(settings)  # bad TLS files fail here, before any engine starts
     state = await build_state(settings, plugins, specs)
     workers = None
     if settings.worker_token:
@@ -120,17 +124,18 @@ async def serve(settings: Settings, plugins: Any) -> None:
     # still running after --shutdown-timeout, so keep it short: such requests are cut off at once.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
     host, port = sock.getsockname()[:2]
-    log.info("dynamo-mono serving %s on http://%s:%s in %.2fs",
+    scheme = "https" if ssl_context else "http"
+    log.info("dynamo-mono serving %s on %s://%s:%s in %.2fs",
              ", ".join(f"{m.name} ({m.kind}, {len(m.pool.instances)} instance(s))" for m in state.models.values()),
-             host, port, time.perf_counter() - t0)
+             scheme, host, port, time.perf_counter() - t0)
     if settings.ready_file:
         tmp = settings.ready_file + ".tmp"
         with open(tmp, "w") as f:
-            f.write(f"{host}:{port}\n")
+            f.write(f"{'https://' if ssl_context else ''}{host}:{port}\n")
         os.replace(tmp, settings.ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.api import hookimpl
 from mocker.engine import create_engine
 from mocker.options import MOCKER_OPTIONS
 

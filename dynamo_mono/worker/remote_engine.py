@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator
 
 from dynamo_mono.engine import EngineError, EngineOutput, EngineRequest, KvEventSink, LoadMetrics, ModelCard
 from dynamo_mono.kv_events import KvEventBatch
 from dynamo_mono.transports import messages as m
-
-if TYPE_CHECKING:
-    from dynamo_mono.worker.session import WorkerSession
-
-
-class _Stream:
-    """Outputs of one remote request, buffered until the consumer takes them."""
-
-    __slots__ = ("items", "waiter", "done")
-
-    def __init__(self) -> None:
-        self.items: deque = deque()
-        self.waiter: asyncio.Future | None = None
-        self.done = False
-
-    def push(self, item: object) -> None:
-        self.items.append(item)
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
+from dynamo_mono.worker.stream import StreamHost
 
 
 class RemoteEngine:
     """One engine instance hosted by a worker process (index `instance` of its Register)."""
 
-    def __init__(self, session: "WorkerSession", instance: int, card: ModelCard, worker_id: int,
+    def __init__(self, session: StreamHost, instance: int, card: ModelCard, worker_id: int,
                  snapshot: list[KvEventBatch]) -> None:
         self.session = session
         self.instance = instance

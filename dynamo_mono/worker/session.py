@@ -10,7 +10,8 @@ from typing import Callable
 
 from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FramedConnection
-from dynamo_mono.worker.remote_engine import RemoteEngine, _Stream
+from dynamo_mono.worker.remote_engine import RemoteEngine
+from dynamo_mono.worker.stream import StreamBuffer
 
 log = logging.getLogger("dynamo_mono.worker.session")
 
@@ -27,7 +28,7 @@ class WorkerSession:
         self.on_dead = on_dead
         self.alive = True
         self.engines: list[RemoteEngine] = []
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, StreamBuffer] = {}
         self.by_request: dict[str, set[int]] = {}
         self.stream_rid: dict[int, str] = {}
         self._ids = itertools.count(1)
@@ -35,9 +36,9 @@ class WorkerSession:
         self._tasks: list[asyncio.Task] = []
 
     # --- streams ---------------------------------------------------------------------------
-    def open_stream(self, request_id: str) -> tuple[int, _Stream]:
+    def open_stream(self, request_id: str) -> tuple[int, StreamBuffer]:
         sid = next(self._ids)
-        stream = _Stream()
+        stream = StreamBuffer()
         self.streams[sid] = stream
         self.stream_rid[sid] = request_id
         self.by_request.setdefault(request_id, set()).add(sid)

@@ -29,9 +29,10 @@ class FakeTokenizer:
 def make_args(instance_id: int = 1, max_model_len: int = 8192, **options: Any) -> EngineArgs:
     opts = {"speedup_ratio": 0.0}
     opts.update(options)
+    reasoning, tool = opts.pop("reasoning_parser", None), opts.pop("tool_call_parser", None)
     return EngineArgs(model_path="fake", served_model_name="fake-model", instance_id=instance_id,
                       max_model_len=max_model_len, eos_token_ids=[EOS], vocab_size=260, options=opts,
-                      tokenizer=FakeTokenizer())
+                      tokenizer=FakeTokenizer(), reasoning_parser=reasoning, tool_call_parser=tool)
 
 
 def make_engine(**options: Any) -> MockerEngine:

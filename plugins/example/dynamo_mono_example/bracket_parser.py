@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynamo_mono.parsers.base import ReasoningParser
+from dynamo_mono.api import ReasoningParser
 
 
 class BracketReasoningParser(ReasoningParser):

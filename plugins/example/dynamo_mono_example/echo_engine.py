@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from dynamo_mono.engine import EngineArgs, EngineOutput, EngineRequest, LoadMetrics, ModelCard
+from dynamo_mono.api import EngineArgs, EngineOutput, EngineRequest, LoadMetrics, ModelCard
 
 
 class EchoEngine:

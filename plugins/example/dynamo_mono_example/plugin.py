@@ -1,14 +1,13 @@
 """Hook implementations: what this plugin registers with dynamo-mono."""
 
-from dynamo_mono.config import Option
-from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.api import Option, RegisterEngine, RegisterParser, hookimpl
 
 from dynamo_mono_example.echo_engine import EchoEngine
 from dynamo_mono_example.bracket_parser import BracketReasoningParser
 
 
 @hookimpl
-def register_engines(register):
+def register_engines(register: RegisterEngine) -> None:
     register(
         "echo",
         EchoEngine,
@@ -18,5 +17,5 @@ def register_engines(register):
 
 
 @hookimpl
-def register_parsers(register):
+def register_parsers(register: RegisterParser) -> None:
     register("reasoning", "brackets", BracketReasoningParser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.api import hookimpl
 
 INSTALL_HINT = "pip install nixl-cu12==1.5.1 && pip install --no-deps nixl==1.5.1"
 

@@ -19,9 +19,7 @@ from typing import Any, Callable
 import msgspec
 import numpy as np
 
-from dynamo_mono.transports.framing import FramedConnection
-from dynamo_mono.transports.kv import KvTransferError, Published
-from dynamo_mono.transports.tcp import connect
+from dynamo_mono.api import FramedConnection, KvTransferError, Published, connect_framed
 
 log = logging.getLogger("dynamo_mono.nixl")
 
@@ -135,7 +133,7 @@ class NixlKvTransport:
         peer = self._peers.get(addr)
         if peer is not None and not peer[0].closed:
             return peer
-        conn = await connect(*addr, max_frame=1 << 20)
+        conn = await connect_framed(*addr, max_frame=1 << 20)
         await conn.send(_enc(["hello", self.metadata]))
         reply = _dec(await asyncio.wait_for(conn.recv(), 10))
         remote = self.agent.add_remote_agent(reply[1])

@@ -7,16 +7,16 @@ import itertools
 import logging
 from typing import Any, AsyncIterator
 
-from dynamo_mono.engine import (
+from dynamo_mono.api import (
     EngineArgs,
     EngineOutput,
     EngineRequest,
+    KvEventBatch,
     KvEventSink,
     LoadMetrics,
     ModelCard,
     TokenLogprob,
 )
-from dynamo_mono.kv_events import KvEventBatch
 
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener

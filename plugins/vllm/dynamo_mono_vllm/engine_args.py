@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynamo_mono.config import ConfigError
-from dynamo_mono.engine import EngineArgs
+from dynamo_mono.api import ConfigError, EngineArgs
 
 from dynamo_mono_vllm.options import ENGINE_ARG_NAMES
 

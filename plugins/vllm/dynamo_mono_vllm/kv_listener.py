@@ -14,8 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from dynamo_mono.engine import KvEventSink
-from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
+from dynamo_mono.api import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch, KvEventSink
 
 log = logging.getLogger("dynamo_mono.vllm.kv")
 

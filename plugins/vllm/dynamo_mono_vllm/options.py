@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynamo_mono.config import Option
+from dynamo_mono.api import Option
 
 _G = "engine: vllm"
 

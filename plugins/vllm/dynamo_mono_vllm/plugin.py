@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.api import hookimpl
 
 from dynamo_mono_vllm.options import VLLM_OPTIONS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dynamo_mono.engine import EngineRequest
+from dynamo_mono.api import EngineRequest
 
 # vLLM guided-decoding keys (old `guided_*` spellings and StructuredOutputsParams field names).
 _GUIDED_KEYS = {

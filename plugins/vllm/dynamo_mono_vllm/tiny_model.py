@@ -16,9 +16,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config
 
 def tiny_chatml_dir() -> Path:
     """The embedded tiny ChatML tokenizer directory shipped with dynamo-mono."""
-    import dynamo_mono.assets
+    from dynamo_mono.api import TINY_CHATML_DIR
 
-    return Path(dynamo_mono.assets.__file__).parent / "tiny-chatml"
+    return TINY_CHATML_DIR
 
 
 def build_tiny_llama(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: int = 128, layers: int = 2,
