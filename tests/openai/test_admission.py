@@ -63,10 +63,6 @@ async def test_client_disconnect_mid_stream_releases_the_slot(make_server: MakeS
     assert status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the OpenAI handlers call `await gen.admit()` outside their "
-                   "try/finally, so when the per-model queue admits a request and the server-wide queue then "
-                   "refuses it (429) or the client goes away while it waits there, gen.finish() never runs and the "
-                   "per-model slot is never released (the model eventually refuses everything)")
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
 async def test_refusal_by_the_server_queue_gives_back_the_model_slot(make_server: MakeServer, path: str) -> None:
     server = await make_server(max_inflight_requests=1, max_inflight_per_model=4, max_queue_length=0)

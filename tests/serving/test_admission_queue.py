@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.http.errors import to_api_error
+from dynamo_mono.serving.errors import QueueFull, QueueTimeout, ServingError
 from dynamo_mono.serving.admission import AdmissionQueue
 from tests.serving.helpers import MAX_TURNS, settle, turns
 
@@ -125,12 +126,14 @@ async def test_queue_full_is_429_with_retry_after() -> None:
     await q.acquire()
     granted: list[str] = []
     waiters = await enqueue(q, granted, [("a", 0), ("b", 0)])
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ServingError) as e:
         await q.acquire(priority=-10)  # urgency does not bypass the queue bound
     err = e.value
-    assert err.status == 429 and err.headers.get("Retry-After") == "1" and err.code == "queue_full"
+    assert isinstance(err, QueueFull)
+    http = to_api_error(err)
+    assert http.status == 429 and http.headers.get("Retry-After") == "1" and http.code == "queue_full"
     assert "model 'm'" in err.message and "2 waiting" in err.message
-    assert err.openai_body()["error"]["type"] == "rate_limit_error"
+    assert to_api_error(err).openai_body()["error"]["type"] == "rate_limit_error"
     assert q.active == 1 and q.waiting == 2  # the refusal changed nothing
     await drain_in_order(q, q.release, waiters, granted)
     assert granted == ["a", "b"] and q.active == 0
@@ -139,9 +142,9 @@ async def test_queue_full_is_429_with_retry_after() -> None:
 async def test_max_queue_zero_refuses_any_wait_but_admits_when_free() -> None:
     q = AdmissionQueue(1, max_queue=0)
     await q.acquire()
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ServingError) as e:
         await q.acquire()
-    assert e.value.status == 429
+    assert isinstance(e.value, QueueFull) and to_api_error(e.value).status == 429
     q.release()
     await q.acquire()
     assert q.active == 1
@@ -154,10 +157,12 @@ async def test_max_wait_is_429_and_leaves_no_trace() -> None:
     # max_wait only bounds how long the test takes.
     q = AdmissionQueue(1, max_wait=0.01)
     await q.acquire()
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ServingError) as e:
         await q.acquire()
     err = e.value
-    assert err.status == 429 and err.code == "queue_timeout" and err.headers.get("Retry-After") == "1"
+    assert isinstance(err, QueueTimeout)
+    http = to_api_error(err)
+    assert http.status == 429 and http.code == "queue_timeout" and http.headers.get("Retry-After") == "1"
     assert q.waiting == 0 and q.active == 1
     q.release()  # the timed-out waiter must not be handed this slot
     assert q.active == 0
@@ -225,8 +230,8 @@ async def test_timeout_racing_with_grant_never_leaks(max_wait: float) -> None:
         try:
             await q.acquire()
             outcome.append("granted")
-        except ApiError as exc:
-            outcome.append(f"{exc.status}")
+        except ServingError as exc:
+            outcome.append(f"{to_api_error(exc).status}")
 
     t = asyncio.create_task(wait())
     await settle(lambda: q.waiting == 1 or outcome, "waiter queued or refused")

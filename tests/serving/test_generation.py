@@ -14,7 +14,9 @@ import pytest
 from dynamo_mono.engine import EngineError, EngineOutput, EngineRequest, SamplingParams, StopConditions
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.preprocess import load_model_dir
+from dynamo_mono.http.errors import to_api_error
 from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ServingError
 from dynamo_mono.serving.admission import AdmissionQueue
 from dynamo_mono.serving.choice import ChoiceState, Step
 from dynamo_mono.serving.generation import Generation
@@ -285,9 +287,9 @@ async def test_refused_by_the_first_queue_holds_nothing() -> None:
     model_q, server_q = AdmissionQueue(1, max_queue=0), AdmissionQueue(4)
     await model_q.acquire()  # the model is full
     gen = make_generation(FakePool(), admission=(model_q, server_q))
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ServingError) as e:
         await gen.admit()
-    assert e.value.status == 429 and "Retry-After" in e.value.headers
+    assert to_api_error(e.value).status == 429 and "Retry-After" in to_api_error(e.value).headers
     gen.finish()
     assert (model_q.active, server_q.active) == (1, 0)  # the other holder's slot is intact
 
@@ -297,9 +299,9 @@ async def test_refused_by_the_second_queue_gives_back_the_first() -> None:
     await server_q.acquire()  # the server is full
     metrics = FrontendMetrics()
     gen = make_generation(FakePool(), admission=(model_q, server_q), metrics=metrics)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ServingError) as e:
         await gen.admit()
-    assert e.value.status == 429
+    assert to_api_error(e.value).status == 429
     gen.finish()
     gen.finish()
     assert (model_q.active, server_q.active) == (0, 1)
