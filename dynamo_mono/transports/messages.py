@@ -9,7 +9,8 @@ import msgspec
 from dynamo_mono.engine import EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
-PROTOCOL_VERSION = 1
+# 2: typed EngineRequest / ModelCard fields (migration resume, KV transfer, disaggregation) replace `extra`.
+PROTOCOL_VERSION = 2
 
 
 class Register(msgspec.Struct, tag=True, array_like=True):

@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 from dynamo_mono.engine import (
     EngineArgs,
+    EngineError,
     EngineOutput,
     EngineRequest,
     KvEventSink,
@@ -111,12 +112,9 @@ class VllmEngine:
             eos_token_ids=list(self.args.eos_token_ids or []),
             supports_priority=self.priority,
             priority_higher_is_urgent=False,
-            supports_lora=bool(cfg.lora_config),
             supports_n=False,
             supports_logprobs=True,
             kv_events=self.listener is not None,
-            extra={"engine": "vllm", "prefix_caching": bool(cache.enable_prefix_caching),
-                   "kv_events_endpoint": self.listener.endpoint if self.listener else None},
         )
 
     def model_card(self) -> ModelCard:
@@ -167,10 +165,8 @@ class VllmEngine:
 
         try:
             params = sampling_params(request)
-        except (ValueError, TypeError) as exc:
-            yield EngineOutput(finish_reason="error", error=f"vllm: {exc}", prompt_tokens=len(request.token_ids),
-                               cached_tokens=0)
-            return
+        except (ValueError, TypeError) as exc:  # the request's own parameters: another instance fails it too
+            raise EngineError(f"vllm: {exc}", retryable=False) from None
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
         if self.priority:
