@@ -45,6 +45,15 @@ def _logprobs(token_ids: list[int], lps: Any, n_top: int) -> list[TokenLogprob]:
     return out
 
 
+def _client_error() -> type[Exception]:
+    """vLLM's exception for invalid request parameters (VLLMValidationError's base), ValueError before it existed."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return ValueError
+    return VLLMClientError
+
+
 class VllmEngine:
     """An engine instance: an AsyncLLM (its own EngineCore process) plus a KV-event subscriber."""
 
@@ -165,7 +174,7 @@ class VllmEngine:
 
         try:
             params = sampling_params(request)
-        except (ValueError, TypeError) as exc:  # the request's own parameters: another instance fails it too
+        except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
             raise EngineError(f"vllm: {exc}", retryable=False) from None
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
@@ -209,6 +218,8 @@ class VllmEngine:
         except Exception as exc:  # engine death / validation failures end this request with an error
             finished = True
             log.warning("vLLM request %s failed: %s", rid, exc)
+            if first and isinstance(exc, (ValueError, _client_error())):  # vLLM refused the request itself
+                raise EngineError(f"vllm: {exc}", retryable=False) from None
             yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {exc}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
