@@ -244,6 +244,9 @@ async def test_prompt_that_can_never_fit_is_rejected_before_routing() -> None:
     assert err.status == 400 and err.code == "context_length_exceeded" and err.param == "messages"
     assert "needs 49 KV blocks" in err.message and "largest instance holds 48" in err.message
     pool.preflight(request(n_prompt=48 * BS - 1))
+    with pytest.raises(ApiError, match="needs 49 KV blocks") as ei:  # a caller that skipped preflight
+        await run(pool, request(n_prompt=48 * BS))
+    assert ei.value.status == 400 and not small.received and not big.received
     # fits only the big instance: never routed to the small one, even round-robin
     for i in range(3):
         assert len(tokens(await run(pool, request(f"b{i}", n_prompt=4 * BS, max_tokens=2)))) == 2

@@ -184,6 +184,7 @@ class InstancePool:
             while True:
                 pinned, allowed = self._allowed(req)
                 if not allowed:
+                    self.check_fits(len(req.token_ids), req.worker_id)  # a 400 if it is the prompt, not the pool
                     raise ApiError(503, f"no ready instance of model '{self.model}'",
                                    headers={"Retry-After": "1"}, code="no_instance")
                 try:
