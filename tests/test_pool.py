@@ -170,7 +170,7 @@ async def test_non_retryable_error_ends_the_request_at_once() -> None:
         assert not ei.value.retryable
     assert not good.received  # never migrated
     inst = pool.instances[0]
-    assert inst.consecutive_failures == 0 and inst.usable(0.0 + inst.disabled_until)  # no cooldown
+    assert inst.consecutive_failures == 0 and inst.disabled_until == 0.0  # no cooldown
 
 
 async def test_exhausted_migrations_raise_a_retryable_error() -> None:
