@@ -2,7 +2,7 @@
 
 A prefill-mode instance runs the prompt, emits the first token, then keeps the prompt's full KV blocks
 pinned and publishes their bytes (--kv-bytes-per-block each, filled from the block hash so the receiver
-can check them) through a KV transport. A decode instance handed `extra["kv_transfer"]` pulls the bytes,
+can check them) through a KV transport. A decode instance handed `request.kv_transfer` pulls the bytes,
 verifies them and enters the blocks into its prefix cache, so its own prefill only covers the tail.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dynamo_mono.config import ConfigError, Option
+from dynamo_mono.engine import KvEndpoint, KvTransferParams
 from mocker.kv_manager import KvManager
 
 log = logging.getLogger("dynamo_mono.mocker.disagg")
@@ -73,7 +74,7 @@ class DisaggAgent:
         self.transport_name: str = opts["kv_transport"]
         self.host: str = opts["kv_transfer_host"]
         self.transport: Any = None
-        self.endpoint: dict[str, Any] | None = None
+        self.endpoint: KvEndpoint | None = None
         self.pulled_bytes = 0
 
     async def start(self) -> None:
@@ -91,11 +92,9 @@ class DisaggAgent:
         if self.transport is not None:
             await self.transport.stop()
 
-    def card_extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"disaggregation_mode": self.mode}
-        if self.mode == "prefill" and self.endpoint is not None:
-            extra["kv_endpoint"] = self.endpoint
-        return extra
+    def advertised_endpoint(self) -> KvEndpoint | None:
+        """What ModelCard.kv_endpoint carries: the transport endpoint of a started prefill instance."""
+        return self.endpoint if self.mode == "prefill" else None
 
     def publish(self, key: str, kv: KvManager, hashes: list[int]) -> None:
         """Pin the prompt's cached blocks and publish their bytes until fetched (or PIN_TTL_S)."""
@@ -109,23 +108,23 @@ class DisaggAgent:
 
         self.transport.publish(key, block_bytes(hashes[:n], self.bytes_per_block), on_done=unpin)
 
-    async def pull(self, transfer: dict[str, Any], hashes: list[int]) -> bool:
+    async def pull(self, transfer: KvTransferParams, hashes: list[int]) -> bool:
         """Fetch and check the bytes of `hashes` named by transfer; False (caller prefills locally) on failure."""
-        n = int(transfer.get("num_blocks", 0))
+        n = transfer.num_blocks
         if n <= 0 or self.transport is None:
             return False
-        endpoint = transfer["endpoint"]
-        if endpoint.get("transport") != self.transport.name:
+        endpoint = transfer.endpoint
+        if endpoint.transport != self.transport.name:
             log.warning("KV endpoint speaks %s, this instance %s: prefilling locally",
-                        endpoint.get("transport"), self.transport.name)
+                        endpoint.transport, self.transport.name)
             return False
         try:
-            buf = await self.transport.fetch(endpoint, transfer["key"], n * self.bytes_per_block)
+            buf = await self.transport.fetch(endpoint, transfer.key, n * self.bytes_per_block)
         except ConnectionError as exc:
-            log.warning("KV pull of %s failed (%s): prefilling locally", transfer["key"], exc)
+            log.warning("KV pull of %s failed (%s): prefilling locally", transfer.key, exc)
             return False
         if not check_bytes(buf, hashes[:n], self.bytes_per_block):
-            log.warning("KV pull of %s returned wrong bytes: prefilling locally", transfer["key"])
+            log.warning("KV pull of %s returned wrong bytes: prefilling locally", transfer.key)
             return False
         self.pulled_bytes += len(buf)
         return True

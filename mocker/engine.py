@@ -12,9 +12,11 @@ import numpy as np
 from dynamo_mono.config import ConfigError
 from dynamo_mono.engine import (
     EngineArgs,
+    EngineError,
     EngineOutput,
     EngineRequest,
     KvEventSink,
+    KvTransferParams,
     LoadMetrics,
     ModelCard,
     TokenLogprob,
@@ -174,8 +176,8 @@ class MockerEngine:
             supports_n=False,
             supports_logprobs=True,
             kv_events=True,
-            extra={"engine": "mocker", "speedup_ratio": self.speedup, "output": self.opts["mocker_output"],
-                   **(self.disagg.card_extra() if self.disagg is not None else {})},
+            disaggregation_mode=self.opts["disaggregation_mode"],
+            kv_endpoint=self.disagg.advertised_endpoint() if self.disagg is not None else None,
         )
 
     def healthy(self) -> bool:
@@ -287,16 +289,13 @@ class MockerEngine:
                 rank = self._pick_rank(request)
             except ValueError as exc:
                 problem = f"mocker: {exc}"
-        if problem is not None:
-            yield EngineOutput(finish_reason="error", error=problem, prompt_tokens=len(request.token_ids),
-                               cached_tokens=0)
-            return
+        if problem is not None:  # the request itself: no other instance would do better
+            raise EngineError(problem, retryable=False)
 
-        k = int(request.extra.get("migrated_output_tokens") or 0) if request.extra else 0
-        k = max(0, min(k, len(request.token_ids) - 1))
+        k = max(0, min(request.resumed_output_tokens, len(request.token_ids) - 1))
         original = request.token_ids[:-k] if k else request.token_ids
         seed = request_seed(request, original)
-        transfer = request.extra.get("kv_transfer") if request.extra else None
+        transfer = request.kv_transfer
         if transfer is not None and self.disagg is not None and self.prefix_caching:
             await self._pull_kv(rank, transfer, original)
         fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
@@ -351,7 +350,7 @@ class MockerEngine:
                 else:
                     out.finish_reason = fin
                     out.stop_token_id = seq.stop_token_id
-                    key = request.extra.get("kv_key") if request.extra else None
+                    key = request.kv_export_key
                     if key is not None and self.disagg is not None and self.disagg.mode == "prefill":
                         self.disagg.publish(key, self.ranks[rank].kv, seq.hashes[:seq.prompt_len // self.block_size])
                 yield out
@@ -368,9 +367,9 @@ class MockerEngine:
                 if not lst:
                     del self.requests[seq.rid]
 
-    async def _pull_kv(self, rank: int, transfer: dict, prompt: list[int]) -> None:
+    async def _pull_kv(self, rank: int, transfer: KvTransferParams, prompt: list[int]) -> None:
         """Decode side of disaggregation: pull the prompt's blocks and enter them into the prefix cache."""
-        n = min(int(transfer.get("num_blocks", 0)), len(prompt) // self.block_size)
+        n = min(transfer.num_blocks, len(prompt) // self.block_size)
         hashes = block_hashes(prompt[:n * self.block_size], self.block_size)
         if await self.disagg.pull(transfer, hashes):
             kv = self.ranks[rank].kv

@@ -234,7 +234,7 @@ def build_text(mode: OutputMode, request: EngineRequest, seed: int, prompt_text:
             return _ANSWERS[(seed >> 8) % len(_ANSWERS)].format(n=(seed >> 16) % 100)
         from dynamo_mono.parsers.formats import format_tool_calls
 
-        wanted = request.extra.get("tool_choice")
+        wanted = request.tool_choice
         names = [_tool_fn(t)[0] for t in tools]
         if isinstance(wanted, dict):
             wanted = (wanted.get("function") or wanted).get("name")

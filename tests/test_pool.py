@@ -1,9 +1,118 @@
-"""Instance pool details that a user notices: how priority reaches each kind of engine."""
+"""InstancePool with scripted fake engines: migration, error classes, disaggregated hand-off, priority,
+output-block tracking and the "can never fit the KV cache" check."""
 
 from __future__ import annotations
 
-from dynamo_mono.engine import ModelCard
-from dynamo_mono.serving.pool import engine_priority
+import copy
+import random
+from dataclasses import replace
+from typing import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dynamo_mono.config import defaults
+from dynamo_mono.engine import (
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    KvEndpoint,
+    KvTransferParams,
+    LoadMetrics,
+    ModelCard,
+    SamplingParams,
+    StopConditions,
+)
+from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.router import ROUTER_OPTIONS, Router
+from dynamo_mono.serving.pool import Instance, InstancePool, engine_priority, kv_blocks_needed
+
+pytestmark = pytest.mark.timeout(20)
+
+BS = 4
+FIRST = 1000  # the fake engines generate FIRST + output position: a lost or repeated token shows
+
+
+class FakeEngine:
+    """Streams FIRST + position, one token per output; fails as told. Records every request it is handed."""
+
+    def __init__(self, card: ModelCard, *, fail_after: int | None = None, fail_on_rank: int | None = None,
+                 failure: str = "output", retryable: bool = True, down_after_failure: bool = False) -> None:
+        self.card = card
+        self.fail_after = fail_after  # tokens of a request before it fails (None: never)
+        self.fail_on_rank = fail_on_rank  # fail only requests sent to this dp rank
+        self.failure = failure  # "output": a finish_reason="error" output; "raise": EngineError
+        self.retryable = retryable
+        self.down_after_failure = down_after_failure
+        self.down = False
+        self.received: list[EngineRequest] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def model_card(self) -> ModelCard:
+        return self.card
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        self.received.append(copy.deepcopy(request))
+        k = request.resumed_output_tokens
+        fails = self.fail_after is not None and self.fail_on_rank in (None, request.dp_rank)
+        n = request.stop.max_tokens
+        for i in range(n):
+            if fails and i == self.fail_after:
+                self.down = self.down_after_failure
+                if self.failure == "raise":
+                    raise EngineError("fake: failed", retryable=self.retryable)
+                yield EngineOutput(finish_reason="error", error="fake: failed")
+                return
+            out = EngineOutput(token_ids=[FIRST + k + i], finish_reason="length" if i == n - 1 else None)
+            if i == 0:
+                out.prompt_tokens, out.cached_tokens = len(request.token_ids), 0
+            yield out
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def set_kv_event_sink(self, sink) -> None: ...
+
+    def kv_snapshot(self) -> list:
+        return []
+
+    def load_metrics(self) -> list[LoadMetrics]:
+        return [LoadMetrics(dp_rank=r) for r in range(self.card.dp_size)]
+
+    def healthy(self) -> bool:
+        return not self.down
+
+
+def card(**kw) -> ModelCard:
+    return ModelCard(**{"name": "m", "max_model_len": 4096, "block_size": BS, **kw})
+
+
+def make_pool(*engines: FakeEngine, migration_limit: int = 0, **router_changes) -> InstancePool:
+    settings = defaults(ROUTER_OPTIONS).replace(**{"router_mode": "round-robin", **router_changes})
+    router = Router(settings, block_size=BS, registry=CollectorRegistry(), model="m", rng=random.Random(0))
+    pool = InstancePool("m", router, migration_limit=migration_limit)
+    for wid, eng in enumerate(engines):
+        pool.add(Instance(wid, eng, eng.card))
+    return pool
+
+
+def request(rid: str = "r", n_prompt: int = 10, max_tokens: int = 8, **kw) -> EngineRequest:
+    return EngineRequest(rid, [7 + i for i in range(n_prompt)], SamplingParams(seed=1),
+                         StopConditions(max_tokens=max_tokens, min_tokens=2), **kw)
+
+
+async def run(pool: InstancePool, req: EngineRequest) -> list[EngineOutput]:
+    before = copy.deepcopy(req)
+    try:
+        return [o async for o in pool.generate(req)]
+    finally:
+        assert req == before, "the pool modified the request it was handed"
+
+
+def tokens(outs: list[EngineOutput]) -> list[int]:
+    return [t for o in outs for t in o.token_ids]
 
 
 def test_priority_translated_per_engine() -> None:
@@ -13,3 +122,164 @@ def test_priority_translated_per_engine() -> None:
     assert engine_priority(vllm_like, -5) == -5
     assert engine_priority(sglang_like, -5) == 5
     assert engine_priority(none, -5) == 0
+
+
+@pytest.mark.parametrize("failure", ["output", "raise"])
+async def test_migration_continues_without_lost_or_repeated_tokens(failure: str) -> None:
+    # Instance 0 (two dp ranks) fails requests on rank 1 after 3 tokens and goes down; instance 1 has rank 0 only.
+    urgent_high = dict(supports_priority=True, priority_higher_is_urgent=True)
+    bad = FakeEngine(card(dp_size=2, **urgent_high), fail_after=3, fail_on_rank=1, failure=failure,
+                     down_after_failure=True)
+    good = FakeEngine(card(**urgent_high))
+    pool = make_pool(bad, good, migration_limit=2)
+    assert tokens(await run(pool, request("warm-up", max_tokens=2))) == [FIRST, FIRST + 1]  # on (0, 0)
+
+    req = request("m", priority=-5)
+    outs = await run(pool, req)
+    assert tokens(outs) == [FIRST + i for i in range(8)]
+    assert outs[-1].finish_reason == "length"
+    first, retry = bad.received[-1], good.received[-1]
+    assert first.dp_rank == 1 and first.priority == 5
+    # the retry is the prompt + the 3 tokens so far, not pinned to the dead instance's rank, priority translated once
+    assert retry.token_ids == req.token_ids + [FIRST, FIRST + 1, FIRST + 2]
+    assert retry.resumed_output_tokens == 3 and retry.stop.max_tokens == 5 and retry.stop.min_tokens == 0
+    assert retry.dp_rank == 0 and retry.worker_id is None and retry.priority == 5
+    assert pool.instances[0].consecutive_failures == 1
+
+
+async def test_client_dp_rank_pin_survives_migration_but_a_worker_pin_does_not() -> None:
+    a, b = FakeEngine(card(dp_size=2), fail_after=1), FakeEngine(card(dp_size=2))
+    pool = make_pool(a, b, migration_limit=1)
+    assert tokens(await run(pool, request("rank", max_tokens=3, dp_rank=1))) == [FIRST, FIRST + 1, FIRST + 2]
+    assert [r.dp_rank for r in a.received + b.received] == [1, 1]
+    a.received.clear()
+    b.received.clear()
+    outs = await run(pool, request("pinned", max_tokens=3, worker_id=0, dp_rank=1))
+    assert tokens(outs) == [FIRST, FIRST + 1, FIRST + 2]
+    # worker 0 failed; its rank 1 meant nothing elsewhere: the retry went wherever the router chose
+    assert a.received[0].dp_rank == 1 and b.received[0].worker_id is None
+
+
+async def test_non_retryable_error_ends_the_request_at_once() -> None:
+    bad = FakeEngine(card(), fail_after=2, failure="raise", retryable=False)
+    good = FakeEngine(card())
+    pool = make_pool(bad, good, migration_limit=3)
+    for i in range(pool.FAILURE_THRESHOLD + 1):
+        with pytest.raises(EngineError, match="fake: failed") as ei:
+            await run(pool, request(f"n{i}", worker_id=0))
+        assert not ei.value.retryable
+    assert not good.received  # never migrated
+    inst = pool.instances[0]
+    assert inst.consecutive_failures == 0 and inst.disabled_until == 0.0  # no cooldown
+
+
+async def test_exhausted_migrations_raise_a_retryable_error() -> None:
+    bad = FakeEngine(card(), fail_after=2, failure="raise")
+    pool = make_pool(bad, migration_limit=1)
+    with pytest.raises(EngineError, match="instance 0 failed") as ei:
+        await run(pool, request())
+    assert ei.value.retryable and len(bad.received) == 2
+
+
+ENDPOINT = KvEndpoint("tcp", "127.0.0.1", 9, None)
+
+
+async def test_disaggregated_prefill_hands_typed_kv_transfer_to_decode() -> None:
+    prefill = FakeEngine(card(disaggregation_mode="prefill", kv_endpoint=ENDPOINT, supports_priority=True,
+                              priority_higher_is_urgent=True))
+    decode = FakeEngine(card(disaggregation_mode="decode", supports_priority=True))
+    pool = make_pool(prefill, decode)
+    req = request("d", n_prompt=10, priority=-3)
+    outs = await run(pool, req)
+    assert tokens(outs) == [FIRST + i for i in range(8)] and outs[-1].finish_reason == "length"
+    assert outs[0].prompt_tokens == 10 and outs[0].finish_reason is None
+    (p,), (d,) = prefill.received, decode.received
+    assert p.kv_export_key == "d/0" and p.stop.max_tokens == 1 and p.kv_transfer is None and p.priority == 3
+    assert d.kv_transfer == KvTransferParams(ENDPOINT, "d/0", 10 // BS)
+    assert d.kv_export_key is None and d.priority == -3
+    assert d.token_ids == req.token_ids + [FIRST] and d.resumed_output_tokens == 1 and d.stop.max_tokens == 7
+
+
+@pytest.mark.parametrize("failure", ["output", "raise"])
+async def test_failed_prefill_falls_back_to_local_prefill(failure: str) -> None:
+    prefill = FakeEngine(card(disaggregation_mode="prefill", kv_endpoint=ENDPOINT), fail_after=0, failure=failure)
+    decode = FakeEngine(card(disaggregation_mode="decode"))
+    pool = make_pool(prefill, decode)
+    req = request("f")
+    assert tokens(await run(pool, req)) == [FIRST + i for i in range(8)]
+    (d,) = decode.received
+    assert d.kv_transfer is None and d.resumed_output_tokens == 0 and d.token_ids == req.token_ids
+    assert d.stop.max_tokens == 8
+
+
+def test_card_rejects_an_unknown_disaggregation_mode() -> None:
+    with pytest.raises(ValueError, match="disaggregation_mode 'both'"):
+        card(disaggregation_mode="both")
+
+
+@pytest.mark.parametrize("track", [True, False])
+async def test_output_tokens_grow_active_decode_blocks_only_when_tracked(track: bool) -> None:
+    pool = make_pool(FakeEngine(card()), router_track_output_blocks=track)
+    stream = pool.generate(request("t", n_prompt=8, max_tokens=9))  # 8 prompt tokens: 2 blocks of 4
+    seen = []
+    async for _ in stream:
+        seen.append(pool.router.load()[(0, 0)]["active_decode_blocks"])
+        if len(seen) == 8:  # 8 + 8 tokens: 4 blocks
+            break
+    await stream.aclose()
+    assert seen[0] == (3 if track else 2) and seen[-1] == (4 if track else 2)
+    assert pool.router.load()[(0, 0)]["active_decode_blocks"] == 0
+
+
+def test_blocks_needed_counts_the_first_generated_token() -> None:
+    assert kv_blocks_needed(63, 64) == 1 and kv_blocks_needed(64, 64) == 2 and kv_blocks_needed(3487, 64) == 55
+
+
+async def test_prompt_that_can_never_fit_is_rejected_before_routing() -> None:
+    small, big = FakeEngine(card(total_kv_blocks=4)), FakeEngine(card(total_kv_blocks=48, dp_size=2))
+    pool = make_pool(small, big)
+    with pytest.raises(ApiError) as ei:
+        pool.preflight(request(n_prompt=48 * BS))
+    err = ei.value
+    assert err.status == 400 and err.code == "context_length_exceeded" and err.param == "messages"
+    assert "needs 49 KV blocks" in err.message and "largest instance holds 48" in err.message
+    pool.preflight(request(n_prompt=48 * BS - 1))
+    with pytest.raises(ApiError, match="needs 49 KV blocks") as ei:  # a caller that skipped preflight
+        await run(pool, request(n_prompt=48 * BS))
+    assert ei.value.status == 400 and not small.received and not big.received
+    # fits only the big instance: never routed to the small one, even round-robin
+    for i in range(3):
+        assert len(tokens(await run(pool, request(f"b{i}", n_prompt=4 * BS, max_tokens=2)))) == 2
+    assert not small.received and len(big.received) == 3
+    # a pin to an instance too small for it is a 400 too
+    with pytest.raises(ApiError, match="needs 5 KV blocks") as ei:
+        pool.preflight(request(n_prompt=4 * BS, worker_id=0))
+    assert ei.value.status == 400
+    # unknown capacity is never rejected
+    make_pool(FakeEngine(card())).preflight(request(n_prompt=100_000))
+
+
+async def test_check_fits_agrees_with_the_mocker() -> None:
+    """The issue's case: --num-gpu-blocks-override 48 --block-size 64 and a 3,487-token prompt."""
+    from tests.mocker.conftest import make_args
+    from mocker.engine import MockerEngine
+
+    eng = MockerEngine(make_args(num_gpu_blocks_override=48, block_size=64))
+    settings = defaults(ROUTER_OPTIONS)
+    pool = InstancePool("m", Router(settings, block_size=64, registry=CollectorRegistry(), model="m"))
+    pool.add(Instance(0, eng, eng.model_card()))
+    with pytest.raises(ApiError, match="needs 55 KV blocks of 64 tokens but the largest instance holds 48"):
+        pool.check_fits(3487)
+    longest = 48 * 64 - 1  # the longest prompt that fits: the mocker serves it
+    pool.preflight(request(n_prompt=longest, max_tokens=2))
+    assert len(tokens(await run(pool, request(n_prompt=longest, max_tokens=2)))) == 2
+    with pytest.raises(ApiError, match="needs 49 KV blocks"):
+        pool.check_fits(longest + 1)
+    with pytest.raises(EngineError, match="needs more than 48 KV blocks"):  # what the mocker would have said
+        [o async for o in eng.generate(request(n_prompt=longest + 1))]
+
+
+def test_continuation_of_a_resumed_request_counts_all_tokens() -> None:
+    pool = make_pool(FakeEngine(card()))
+    again = pool._continuation(replace(request(), resumed_output_tokens=2), [1, 2, 3])
+    assert again.resumed_output_tokens == 5 and again.stop.max_tokens == 5

@@ -134,6 +134,7 @@ def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_ha
             request_id=request_id if p.n == 1 else f"{request_id}-{i}",
             token_ids=prompt_ids, sampling=sampling, stop=stop, model=model, priority=p.priority,
             worker_id=p.worker_id, dp_rank=p.dp_rank, block_hashes=block_hashes,
-            annotations=list(p.annotations), tools=p.tools, choice_index=i, multimodal=list(multimodal or ()),
+            annotations=list(p.annotations), tools=p.tools, tool_choice=p.tool_choice, choice_index=i,
+            multimodal=list(multimodal or ()),
         ))
     return out

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 
 from dynamo_mono.block_hash import block_hashes
-from dynamo_mono.engine import Engine, EngineError, EngineOutput, EngineRequest, InstanceKey, ModelCard
+from dynamo_mono.engine import (
+    Engine,
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    InstanceKey,
+    KvTransferParams,
+    ModelCard,
+)
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.router.router import NoInstance, Router
 
@@ -34,10 +42,21 @@ class Instance:
     @property
     def role(self) -> str:
         """Disaggregation role: "agg" (whole requests), "prefill" (prompt + first token) or "decode"."""
-        return self.card.extra.get("disaggregation_mode", "agg")
+        return self.card.disaggregation_mode
 
     def usable(self, now: float) -> bool:
         return now >= self.disabled_until and self.engine.healthy()
+
+    def fits(self, num_tokens: int) -> bool:
+        """Whether a prompt of num_tokens can ever start decoding here (unknown capacity: assume so)."""
+        total = self.card.total_kv_blocks
+        return total is None or kv_blocks_needed(num_tokens, self.card.block_size) <= total
+
+
+def kv_blocks_needed(num_tokens: int, block_size: int) -> int:
+    """KV blocks (of one dp rank) a prompt needs before its second token: the prompt's tokens plus the slot
+    of the first generated token, whose KV the first decode step writes (the mocker rejects less; vLLM too)."""
+    return num_tokens // block_size + 1
 
 
 def engine_priority(card: ModelCard, priority: int) -> int:
@@ -103,8 +122,8 @@ class InstancePool:
         return None
 
     # --- dispatch --------------------------------------------------------------------------
-    def _allowed(self, req: EngineRequest) -> tuple[InstanceKey | None, list[InstanceKey]]:
-        now = time.monotonic()
+    def _candidates(self, req: EngineRequest) -> list[Instance]:
+        """Instances req may go to, healthy or not: its pinned instance, else every non-prefill one."""
         if req.worker_id is not None:
             inst = self.instances.get(req.worker_id)
             if inst is None:
@@ -113,17 +132,46 @@ class InstancePool:
             if req.dp_rank is not None and req.dp_rank >= inst.card.dp_size:
                 raise ApiError(400, f"dp_rank {req.dp_rank} out of range for instance {req.worker_id} "
                                f"(dp size {inst.card.dp_size})", param="nvext.dp_rank")
+            return [inst]
+        return [i for i in self.instances.values() if i.role != "prefill"]
+
+    def _allowed(self, req: EngineRequest) -> tuple[InstanceKey | None, list[InstanceKey]]:
+        """The pinned key (if one) and the keys req may be routed to now: usable, and able to hold it."""
+        n = len(req.token_ids)
+        candidates = self._candidates(req)
+        if req.worker_id is not None:
+            inst = candidates[0]
+            if not inst.fits(n):
+                return None, []
             keys = [(inst.worker_id, req.dp_rank)] if req.dp_rank is not None else inst.keys()
             return (keys[0] if len(keys) == 1 else None), keys
-        keys = [k for i in self.instances.values() if i.usable(now) and i.role != "prefill" for k in i.keys()]
-        if req.dp_rank is not None:
-            keys = [k for k in keys if k[1] == req.dp_rank]
-            if not keys:
-                raise ApiError(400, f"no instance has dp_rank {req.dp_rank}", param="nvext.dp_rank")
-        return None, keys
+        now = time.monotonic()
+        rank = req.dp_rank
+        if rank is not None and candidates and not any(rank < i.card.dp_size for i in candidates):
+            raise ApiError(400, f"no instance has dp_rank {rank}", param="nvext.dp_rank")
+        return None, [k for i in candidates if i.usable(now) and i.fits(n) for k in i.keys()
+                      if rank is None or k[1] == rank]
+
+    def check_fits(self, num_tokens: int, worker_id: int | None = None) -> None:
+        """ApiError 400 when no instance that could serve the request (worker_id's, else any non-prefill
+        one, healthy or not) has the KV blocks to hold a prompt of num_tokens; passes when capacity is unknown."""
+        if worker_id is not None:
+            inst = self.instances.get(worker_id)
+            candidates = [inst] if inst is not None else []
+        else:
+            candidates = [i for i in self.instances.values() if i.role != "prefill"]
+        if not candidates or any(i.fits(num_tokens) for i in candidates):
+            return
+        best = max(candidates, key=lambda i: (i.card.total_kv_blocks or 0) * i.card.block_size)
+        bs = best.card.block_size
+        raise ApiError(400, f"the prompt of {num_tokens} tokens needs {kv_blocks_needed(num_tokens, bs)} KV blocks "
+                       f"of {bs} tokens but the largest instance holds {best.card.total_kv_blocks}; "
+                       f"shorten the prompt", param="messages", code="context_length_exceeded")
 
     def preflight(self, req: EngineRequest) -> None:
-        """Fail fast, before a response starts: unknown pin (400) or no ready instance (503)."""
+        """Fail fast, before a response starts: unknown pin or a prompt no instance can hold (400), or no
+        ready instance (503)."""
+        self.check_fits(len(req.token_ids), req.worker_id)
         _, allowed = self._allowed(req)
         if not allowed:
             raise ApiError(503, f"no ready instance of model '{self.model}'", headers={"Retry-After": "1"},
@@ -136,6 +184,7 @@ class InstancePool:
             while True:
                 pinned, allowed = self._allowed(req)
                 if not allowed:
+                    self.check_fits(len(req.token_ids), req.worker_id)  # a 400 if it is the prompt, not the pool
                     raise ApiError(503, f"no ready instance of model '{self.model}'",
                                    headers={"Retry-After": "1"}, code="no_instance")
                 try:
@@ -166,39 +215,50 @@ class InstancePool:
             self.metrics.model(self.model).queued.inc(d)
 
     async def generate(self, req: EngineRequest) -> AsyncIterator[EngineOutput]:
-        """Stream outputs, re-dispatching (prompt + tokens so far) on failure up to migration_limit."""
+        """Stream outputs, re-dispatching (prompt + tokens so far) on a retryable failure up to migration_limit.
+
+        req is never modified: each attempt sends its own copy, with the dp rank chosen for it and the
+        priority in that engine's convention."""
         attempts = 0
         generated: list[int] = []
-        original = req
+        keep = self.migration_limit > 0  # only a migration re-sends the tokens so far
+        track = self.router.active.track_output_blocks  # decided once: no per-token call when off
+        router = self.router
+        rid = req.request_id
+        current = req  # what the next attempt sends, before its per-instance fields
         if any(i.role == "prefill" for i in self.instances.values()):
             handoff = await self._prefill_remotely(req)
             if handoff is not None:
-                first, req = handoff
-                generated.extend(first.token_ids)
-                yield first
-                if req is None:  # the first token ended the request
+                head, decode = handoff
+                generated.extend(head.token_ids)
+                yield head
+                if decode is None:  # the first token ended the request
                     return
+                current = decode
         while True:
-            sel = await self._select(req)
+            sel = await self._select(current)
             inst = self.instances.get(sel.key[0])
             if inst is None:  # removed between select and dispatch
-                self.router.on_finish(req.request_id)
+                router.on_finish(rid)
                 continue
-            req.dp_rank = sel.key[1] if original.dp_rank is None else original.dp_rank
-            req.priority = engine_priority(inst.card, original.priority)
-            self.router.on_dispatch(req.request_id, sel, len(req.token_ids))
+            sent = replace(current, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
+            router.on_dispatch(rid, sel, len(sent.token_ids))
             first = True
             error: str | None = None
             try:
-                async for out in inst.engine.generate(req):
+                async for out in inst.engine.generate(sent):
                     if out.finish_reason == "error":
                         error = out.error or "engine error"
                         break
-                    if first and out.token_ids:
-                        first = False
-                        self.router.on_first_token(req.request_id)
-                    if out.token_ids and self.migration_limit:  # only a migration re-sends them
-                        generated.extend(out.token_ids)
+                    toks = out.token_ids
+                    if toks:
+                        if first:
+                            first = False
+                            router.on_first_token(rid)
+                        if track:
+                            router.on_tokens(rid, len(toks))
+                        if keep:
+                            generated.extend(toks)
                     yield out
                     if out.finish_reason is not None:
                         inst.consecutive_failures = 0
@@ -206,9 +266,11 @@ class InstancePool:
                 if error is None:
                     error = "engine stream ended without a finish reason"
             except EngineError as exc:
+                if not exc.retryable:  # the request's own fault: no other instance would do better
+                    raise
                 error = str(exc)
             finally:
-                self.router.on_finish(req.request_id)
+                router.on_finish(rid)
             self._record_failure(inst)
             if attempts >= self.migration_limit:
                 raise EngineError(f"instance {inst.worker_id} failed: {error}")
@@ -216,18 +278,17 @@ class InstancePool:
             if self.metrics is not None:
                 self.metrics.model(self.model).migrations.inc()
             log.warning("request %s: instance %s failed (%s); migrating (%d/%d)",
-                        req.request_id, inst.worker_id, error, attempts, self.migration_limit)
-            req = self._migrated(original, generated)
-            card = inst.card
-            req.block_hashes = block_hashes(req.token_ids, card.block_size)
+                        rid, inst.worker_id, error, attempts, self.migration_limit)
+            current = self._continuation(req, generated)
 
     async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput, EngineRequest | None] | None:
         """Disaggregation: run the prompt on a prefill instance; returns its first output and the decode
         request that pulls the prompt's KV from it, or None to prefill on the decode instance instead."""
-        if req.stop.max_tokens <= 1 or req.worker_id is not None or req.extra.get("migrated_output_tokens"):
+        if req.stop.max_tokens <= 1 or req.worker_id is not None or req.resumed_output_tokens:
             return None
         now = time.monotonic()
-        usable = [i for i in self.instances.values() if i.usable(now)]
+        n = len(req.token_ids)
+        usable = [i for i in self.instances.values() if i.usable(now) and i.fits(n)]
         prefill = [k for i in usable if i.role == "prefill" for k in i.keys()]
         decode = [k for i in usable if i.role != "prefill" for k in i.keys()]
         if not prefill or not decode:
@@ -237,10 +298,10 @@ class InstancePool:
         if self.conditional_disagg:
             overlaps = self.router.find_matches(hashes)
             cached = max((overlaps.get(k, 0) for k in decode), default=0) * bs
-            if len(req.token_ids) - cached < self.disagg_min_prefill_tokens:
+            if n - cached < self.disagg_min_prefill_tokens:
                 return None
         try:
-            sel = self.router.select(req.request_id, hashes, len(req.token_ids), allowed=prefill)
+            sel = self.router.select(req.request_id, hashes, n, allowed=prefill)
         except NoInstance:
             return None
         if sel is None:  # every prefill instance is busy: prefill on the decode instance
@@ -248,13 +309,14 @@ class InstancePool:
         inst = self.instances[sel.key[0]]
         key = f"{req.request_id}/{req.choice_index}"
         preq = replace(req, stop=replace(req.stop, max_tokens=1, min_tokens=min(1, req.stop.min_tokens)),
-                       extra={**req.extra, "kv_key": key}, dp_rank=sel.key[1])
+                       kv_export_key=key, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
         first = EngineOutput()
         try:
             async for out in inst.engine.generate(preq):
                 if out.finish_reason == "error":
                     log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
                                 req.request_id, inst.worker_id, out.error)
+                    self._record_failure(inst)
                     return None
                 first.token_ids.extend(out.token_ids)
                 if out.logprobs:
@@ -268,28 +330,35 @@ class InstancePool:
         except EngineError as exc:
             log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
                         req.request_id, inst.worker_id, exc)
+            if exc.retryable:
+                self._record_failure(inst)
             return None
         finally:
             self.router.on_finish(req.request_id)
-        if first.finish_reason != "length":  # a stop token (or nothing at all) ended it at the first token
-            return (first, None) if first.finish_reason is not None else None
+        if first.finish_reason is None:  # the stream ended without finishing: the decode instance prefills
+            return None
+        inst.consecutive_failures = 0
+        if first.finish_reason != "length":  # a stop token ended it at the first token
+            return first, None
         first.finish_reason = None
-        dreq = self._migrated(req, first.token_ids)
-        dreq.extra["kv_transfer"] = {"endpoint": inst.card.extra.get("kv_endpoint"), "key": key,
-                                     "num_blocks": len(req.token_ids) // bs}
-        dreq.block_hashes = block_hashes(dreq.token_ids, bs)
-        return first, dreq
+        endpoint = inst.card.kv_endpoint
+        transfer = None if endpoint is None else KvTransferParams(endpoint, key, n // bs)
+        return first, self._continuation(req, first.token_ids, kv_transfer=transfer)
 
-    @staticmethod
-    def _migrated(original: EngineRequest, generated: list[int]) -> EngineRequest:
+    def _continuation(self, original: EngineRequest, generated: list[int], *,
+                      kv_transfer: KvTransferParams | None = None) -> EngineRequest:
+        """original resumed after `generated` output tokens (a migration, or decode after remote prefill)."""
         k = len(generated)
         stop = replace(original.stop, max_tokens=max(1, original.stop.max_tokens - k),
                        min_tokens=max(0, original.stop.min_tokens - k))
-        extra = dict(original.extra)
-        extra["migrated_output_tokens"] = k
+        token_ids = original.token_ids + generated
         # A pin cannot survive the failure of the pinned instance: the retry goes wherever the router says.
-        return replace(original, token_ids=original.token_ids + generated, stop=stop, extra=extra,
-                       block_hashes=None, worker_id=None)
+        # A client's dp_rank alone (any instance's rank r) still holds; with a worker pin it meant that worker's.
+        dp_rank = original.dp_rank if original.worker_id is None else None
+        return replace(original, token_ids=token_ids, stop=stop,
+                       resumed_output_tokens=original.resumed_output_tokens + k, worker_id=None,
+                       dp_rank=dp_rank, block_hashes=block_hashes(token_ids, self.router.block_size),
+                       kv_export_key=None, kv_transfer=kv_transfer)
 
     def _record_failure(self, inst: Instance) -> None:
         inst.consecutive_failures += 1

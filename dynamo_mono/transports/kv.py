@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol
 
+from dynamo_mono.engine import KvEndpoint
+
 
 class KvTransferError(ConnectionError):
     """A KV fetch failed (unknown key, peer gone, size mismatch)."""
@@ -15,8 +17,8 @@ class KvTransport(Protocol):
 
     name: str
 
-    async def start(self) -> dict[str, Any]:
-        """Start serving; returns the endpoint descriptor peers pass to fetch()."""
+    async def start(self) -> KvEndpoint:
+        """Start serving; returns the endpoint peers pass to fetch() (advertised in ModelCard.kv_endpoint)."""
         ...
 
     def publish(self, key: str, buf: bytearray, on_done: Callable[[], None] | None = None) -> None:
@@ -25,7 +27,7 @@ class KvTransport(Protocol):
 
     def release(self, key: str) -> None: ...
 
-    async def fetch(self, endpoint: dict[str, Any], key: str, nbytes: int) -> bytearray:
+    async def fetch(self, endpoint: KvEndpoint, key: str, nbytes: int) -> bytearray:
         """Copy the peer's buffer `key` (exactly nbytes) into local memory; KvTransferError on failure."""
         ...
 

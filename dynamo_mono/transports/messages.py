@@ -9,6 +9,8 @@ import msgspec
 from dynamo_mono.engine import EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
+# 2: typed EngineRequest / ModelCard fields (migration resume, KV transfer, disaggregation) replace `extra`;
+#    Register carries the model's files so a worker can bring a model the server does not serve yet.
 PROTOCOL_VERSION = 2
 
 

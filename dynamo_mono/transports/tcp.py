@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from dynamo_mono.engine import KvEndpoint
 from dynamo_mono.transports.framing import DEFAULT_MAX_FRAME, FramedConnection
 from dynamo_mono.transports.kv import KvTransferError, Published
 
@@ -47,10 +48,10 @@ class TcpKvTransport:
         self._handlers: set[FramedConnection] = set()  # server-side connections, closed on stop()
         self.port = 0
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self) -> KvEndpoint:
         self._server = await asyncio.start_server(self._serve, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
-        return {"transport": "tcp", "host": self.advertise, "port": self.port}
+        return KvEndpoint("tcp", self.advertise, self.port)
 
     def publish(self, key: str, buf: bytearray, on_done: Callable[[], None] | None = None) -> None:
         self.published.put(key, buf, on_done)
@@ -79,8 +80,8 @@ class TcpKvTransport:
             conn.close()
             self._handlers.discard(conn)
 
-    async def fetch(self, endpoint: dict[str, Any], key: str, nbytes: int) -> bytearray:
-        addr = (endpoint["host"], int(endpoint["port"]))
+    async def fetch(self, endpoint: KvEndpoint, key: str, nbytes: int) -> bytearray:
+        addr = (endpoint.host, endpoint.port)
         idle = self._idle.setdefault(addr, [])
         conn = idle.pop() if idle else None
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -66,14 +65,15 @@ def bench_serving(n: int, c: int) -> None:
 
 
 _OWNER = r"""
-import asyncio, json, sys
+import asyncio, sys
+import msgspec
 from dynamo_mono.plugins import get_plugins
 from dynamo_mono.transports.kv import create_kv_transport
 
 async def main():
     t = create_kv_transport(get_plugins(), sys.argv[1])
     ep = await t.start()
-    print(json.dumps(ep), flush=True)
+    print(msgspec.json.encode(ep).decode(), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -88,12 +88,15 @@ asyncio.run(main())
 
 
 async def _transfer(name: str, sizes: list[int], reps: int) -> list[tuple[int, float]]:
+    import msgspec
+
+    from dynamo_mono.engine import KvEndpoint
     from dynamo_mono.plugins import get_plugins
     from dynamo_mono.transports.kv import create_kv_transport
 
     owner = await asyncio.create_subprocess_exec(sys.executable, "-c", _OWNER, name, stdin=subprocess.PIPE,
                                                  stdout=subprocess.PIPE)
-    endpoint = json.loads(await owner.stdout.readline())
+    endpoint = msgspec.json.decode(await owner.stdout.readline(), type=KvEndpoint)
     me = create_kv_transport(get_plugins(), name)
     await me.start()
     out = []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 
 import pytest
 
 from dynamo_mono.block_hash import block_hashes
-from dynamo_mono.engine import Engine
+from dynamo_mono.engine import Engine, EngineError
 from dynamo_mono.kv_events import BlockRemoved, BlockStored
 from mocker.engine import MockerEngine
 from mocker.perf_model import PerfModel
@@ -99,9 +100,18 @@ async def test_migration_continues_with_identical_tokens() -> None:
     got = tokens_of(part)
     assert got == ref[:7]
     rest = await collect(e, make_request("m", prompt + got, max_tokens=293, ignore_eos=False,
-                                         extra={"migrated_output_tokens": 7}))
+                                         resumed_output_tokens=7))
     assert got + tokens_of(rest) == ref
     assert rest[-1].finish_reason == full[-1].finish_reason and rest[-1].stop_token_id == full[-1].stop_token_id
+
+
+async def test_generate_leaves_the_request_untouched() -> None:
+    e = make_engine(block_size=8, data_parallel_size=2)
+    req = make_request("u", prompt_len=30, max_tokens=20, ignore_eos=False, resumed_output_tokens=3,
+                       block_hashes=block_hashes([(i * 7 + 3) % 250 for i in range(30)], 8), logprobs=2)
+    before = copy.deepcopy(req)
+    assert tokens_of(await collect(e, req))
+    assert req == before
 
 
 async def test_cancellation_frees_blocks_immediately() -> None:
@@ -152,8 +162,9 @@ async def test_dp_ranks_are_independent() -> None:
     for rank in (0, 1):
         ids = [b.event_id for b in batches if b.dp_rank == rank]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    bad = await collect(e, make_request("bad", prompt, max_tokens=2, dp_rank=5))
-    assert bad[-1].finish_reason == "error"
+    with pytest.raises(EngineError, match="out of range") as ei:
+        await collect(e, make_request("bad", prompt, max_tokens=2, dp_rank=5))
+    assert not ei.value.retryable
 
     # without a hint, concurrent requests spread over the ranks
     gens = [e.generate(make_request(f"s{i}", prompt_len=16, max_tokens=50)) for i in range(2)]
@@ -312,8 +323,9 @@ async def test_slow_prefill_stretches_time_to_first_token() -> None:
 
 async def test_prompt_too_big_for_pool_is_an_error_not_a_hang() -> None:
     e = make_engine(block_size=4, num_gpu_blocks_override=4)
-    outs = await collect(e, make_request("big", prompt_len=40))
-    assert outs[-1].finish_reason == "error" and "KV blocks" in outs[-1].error
+    with pytest.raises(EngineError, match="KV blocks") as ei:
+        await collect(e, make_request("big", prompt_len=40))
+    assert not ei.value.retryable  # the request cannot fit; migrating it would not help
 
 
 async def test_outputs_batch_tokens_when_consumer_lags() -> None:

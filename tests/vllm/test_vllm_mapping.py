@@ -89,3 +89,40 @@ def test_kv_events_convert_tag_and_mirror():
     assert [ev.block_hashes for ev in snap[0].events] == [[to_int_hash(h1)]]
     assert snap[0].events[0].token_ids == [0, 1, 2, 3] and snap[0].event_id == 2
     assert lis.snapshot()[0].events == []
+
+
+async def test_card_is_typed_and_bad_request_parameters_are_not_retryable(tiny_model):
+    """No engine started: a stand-in vllm_config gives the card; a request vLLM refuses must not migrate."""
+    from types import SimpleNamespace as NS
+
+    from dynamo_mono.engine import EngineError
+    from dynamo_mono_vllm.engine import VllmEngine
+
+    eng = VllmEngine(EngineArgs(str(tiny_model), "m", 0, 512, [2], 100, {}))
+    eng.llm = NS(vllm_config=NS(cache_config=NS(block_size=16, num_gpu_blocks=64, enable_prefix_caching=True),
+                                scheduler_config=NS(max_num_seqs=4, max_num_batched_tokens=512),
+                                model_config=NS(max_model_len=512)))
+    eng._stopped = False
+    card = eng._build_card()
+    assert (card.block_size, card.total_kv_blocks, card.disaggregation_mode, card.kv_endpoint) == (16, 64, "agg", None)
+    with pytest.raises(EngineError, match="vllm:") as ei:
+        [o async for o in eng.generate(_req(temperature=-1.0))]
+    assert not ei.value.retryable
+
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    def failing(exc: Exception):
+        async def generate(*args, **kw):
+            raise exc
+            yield  # an async generator, like AsyncLLM.generate
+
+        return generate
+
+    eng.llm.generate = failing(VLLMValidationError("prompt too long"))
+    with pytest.raises(EngineError, match="prompt too long") as ei:
+        [o async for o in eng.generate(_req())]
+    assert not ei.value.retryable
+    eng.llm.generate = failing(EngineDeadError())  # the instance died: an error output, which the pool migrates
+    outs = [o async for o in eng.generate(_req())]
+    assert outs[-1].finish_reason == "error" and "EngineDeadError" in outs[-1].error

@@ -7,7 +7,17 @@ import time
 
 import pytest
 
-from dynamo_mono.engine import EngineError, EngineRequest, ModelCard, SamplingParams, StopConditions
+import msgspec
+
+from dynamo_mono.engine import (
+    EngineError,
+    EngineRequest,
+    KvEndpoint,
+    KvTransferParams,
+    ModelCard,
+    SamplingParams,
+    StopConditions,
+)
 from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FramedConnection, FrameTooLarge
 from dynamo_mono.transports.tcp import TcpKvTransport, connect
@@ -39,6 +49,23 @@ async def test_oversized_frame_closes_connection_without_buffering():
     assert closed == b""  # the server hung up
     assert got[0] == b"x" * 1000 and isinstance(got[1], FrameTooLarge)
     server.close()
+
+
+def test_typed_request_and_card_fields_round_trip_on_the_wire():
+    endpoint = KvEndpoint("nixl", "10.0.0.2", 4321, "agent-7")
+    req = EngineRequest("r1", [1, 2, 3, 9], SamplingParams(seed=1, logprobs=2), StopConditions(max_tokens=5),
+                        priority=4, dp_rank=1, block_hashes=[11], tools=[{"type": "function"}],
+                        tool_choice={"type": "function", "function": {"name": "f"}}, resumed_output_tokens=1,
+                        kv_export_key="r1/0", kv_transfer=KvTransferParams(endpoint, "r1/0", 3))
+    got = m.decode(m.encode(m.Generate(3, 0, req)))
+    assert got.request == req and got.request.kv_transfer.endpoint == endpoint
+    card = ModelCard("m", 512, 16, total_kv_blocks=48, disaggregation_mode="prefill", kv_endpoint=endpoint)
+    reg = m.decode(m.encode(m.Register("t", "m", [card, ModelCard("m", 512, 16)], [[], []])))
+    assert reg.cards[0] == card and reg.cards[1].disaggregation_mode == "agg" and reg.cards[1].kv_endpoint is None
+    # a card with a mode the server does not know is refused when decoded, not routed by guess
+    raw = m.encode(m.Register("t", "m", [card], [[]])).replace(b"prefill", b"prefilx")
+    with pytest.raises(msgspec.ValidationError, match="disaggregation_mode 'prefilx'"):
+        m.decode(raw)
 
 
 def _card(name="tiny-chatml", block_size=64) -> ModelCard:

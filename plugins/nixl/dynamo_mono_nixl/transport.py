@@ -19,7 +19,7 @@ from typing import Any, Callable
 import msgspec
 import numpy as np
 
-from dynamo_mono.api import FramedConnection, KvTransferError, Published, connect_framed
+from dynamo_mono.api import FramedConnection, KvEndpoint, KvTransferError, Published, connect_framed
 
 log = logging.getLogger("dynamo_mono.nixl")
 
@@ -59,10 +59,10 @@ class NixlKvTransport:
         self._pump: asyncio.Task | None = None
         self.port = 0
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self) -> KvEndpoint:
         self._server = await asyncio.start_server(self._serve, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
-        return {"transport": "nixl", "host": self.advertise, "port": self.port, "agent": self.agent_name}
+        return KvEndpoint("nixl", self.advertise, self.port, self.agent_name)
 
     # --- owner side ----------------------------------------------------------------------------
     def publish(self, key: str, buf: bytearray, on_done: Callable[[], None] | None = None) -> None:
@@ -128,8 +128,8 @@ class NixlKvTransport:
                     self._serving = 0
 
     # --- fetching side -------------------------------------------------------------------------
-    async def _peer(self, endpoint: dict[str, Any]) -> tuple[FramedConnection, str, asyncio.Lock]:
-        addr = (endpoint["host"], int(endpoint["port"]))
+    async def _peer(self, endpoint: KvEndpoint) -> tuple[FramedConnection, str, asyncio.Lock]:
+        addr = (endpoint.host, endpoint.port)
         peer = self._peers.get(addr)
         if peer is not None and not peer[0].closed:
             return peer
@@ -142,18 +142,18 @@ class NixlKvTransport:
         self._peers[addr] = peer
         return peer
 
-    async def fetch(self, endpoint: dict[str, Any], key: str, nbytes: int) -> bytearray:
+    async def fetch(self, endpoint: KvEndpoint, key: str, nbytes: int) -> bytearray:
         try:
             conn, remote, lock = await self._peer(endpoint)
             async with lock:  # one request/reply at a time on the control connection
                 await conn.send(_enc(["desc", key]))
                 reply = _dec(await asyncio.wait_for(conn.recv(), 10))
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            self._peers.pop((endpoint["host"], int(endpoint["port"])), None)
-            raise KvTransferError(f"NIXL control connection to {endpoint['host']}:{endpoint['port']} failed: "
+            self._peers.pop((endpoint.host, endpoint.port), None)
+            raise KvTransferError(f"NIXL control connection to {endpoint.host}:{endpoint.port} failed: "
                                   f"{exc or type(exc).__name__}") from None
         if reply[0] != "desc":
-            raise KvTransferError(f"KV buffer {key!r} is not held by agent {endpoint.get('agent')} "
+            raise KvTransferError(f"KV buffer {key!r} is not held by agent {endpoint.agent} "
                                   f"(expired or fetched)")
         raddr, n = reply[1], reply[2]
         self.agent.add_remote_agent(reply[3])

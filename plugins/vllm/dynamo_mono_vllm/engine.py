@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 from dynamo_mono.api import (
     EngineArgs,
+    EngineError,
     EngineOutput,
     EngineRequest,
     KvEventBatch,
@@ -42,6 +43,15 @@ def _logprobs(token_ids: list[int], lps: Any, n_top: int) -> list[TokenLogprob]:
         top = [(tid, lp) for rank, tid, lp in ranked if rank <= n_top][:n_top]
         out.append(TokenLogprob(tok, sampled.logprob if sampled is not None else float("-inf"), top))
     return out
+
+
+def _client_error() -> type[Exception]:
+    """vLLM's exception for invalid request parameters (VLLMValidationError's base), ValueError before it existed."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return ValueError
+    return VLLMClientError
 
 
 class VllmEngine:
@@ -111,12 +121,9 @@ class VllmEngine:
             eos_token_ids=list(self.args.eos_token_ids or []),
             supports_priority=self.priority,
             priority_higher_is_urgent=False,
-            supports_lora=bool(cfg.lora_config),
             supports_n=False,
             supports_logprobs=True,
             kv_events=self.listener is not None,
-            extra={"engine": "vllm", "prefix_caching": bool(cache.enable_prefix_caching),
-                   "kv_events_endpoint": self.listener.endpoint if self.listener else None},
         )
 
     def model_card(self) -> ModelCard:
@@ -167,10 +174,8 @@ class VllmEngine:
 
         try:
             params = sampling_params(request)
-        except (ValueError, TypeError) as exc:
-            yield EngineOutput(finish_reason="error", error=f"vllm: {exc}", prompt_tokens=len(request.token_ids),
-                               cached_tokens=0)
-            return
+        except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
+            raise EngineError(f"vllm: {exc}", retryable=False) from None
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
         if self.priority:
@@ -213,6 +218,8 @@ class VllmEngine:
         except Exception as exc:  # engine death / validation failures end this request with an error
             finished = True
             log.warning("vLLM request %s failed: %s", rid, exc)
+            if first and isinstance(exc, (ValueError, _client_error())):  # vLLM refused the request itself
+                raise EngineError(f"vllm: {exc}", retryable=False) from None
             yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {exc}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
