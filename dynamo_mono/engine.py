@@ -139,7 +139,6 @@ class ModelCard:
     # capabilities
     supports_priority: bool = False
     priority_higher_is_urgent: bool = False  # SGLang default; vLLM: lower is more urgent
-    supports_n: bool = False  # engine fans out n itself; otherwise the frontend does
     supports_logprobs: bool = True
     kv_events: bool = False  # publishes KV events (else the router uses approximate mode)
     modalities: list[str] = field(default_factory=lambda: ["text"])

@@ -173,7 +173,6 @@ class MockerEngine:
             eos_token_ids=list(self.args.eos_token_ids or []),
             supports_priority=True,
             priority_higher_is_urgent=False,
-            supports_n=False,
             supports_logprobs=True,
             kv_events=True,
             disaggregation_mode=self.opts["disaggregation_mode"],

@@ -23,7 +23,8 @@ from dynamo_mono.engine import (
     SamplingParams,
     StopConditions,
 )
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.http.errors import to_api_error
+from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest, ServingError
 from dynamo_mono.router import ROUTER_OPTIONS, Router
 from dynamo_mono.serving.pool import Instance, InstancePool, engine_priority, kv_blocks_needed
 
@@ -238,23 +239,22 @@ def test_blocks_needed_counts_the_first_generated_token() -> None:
 async def test_prompt_that_can_never_fit_is_rejected_before_routing() -> None:
     small, big = FakeEngine(card(total_kv_blocks=4)), FakeEngine(card(total_kv_blocks=48, dp_size=2))
     pool = make_pool(small, big)
-    with pytest.raises(ApiError) as ei:
+    with pytest.raises(ContextLengthExceeded) as ei:
         pool.preflight(request(n_prompt=48 * BS))
     err = ei.value
-    assert err.status == 400 and err.code == "context_length_exceeded" and err.param == "messages"
+    assert to_api_error(err).status == 400 and err.code == "context_length_exceeded" and err.param == "messages"
     assert "needs 49 KV blocks" in err.message and "largest instance holds 48" in err.message
     pool.preflight(request(n_prompt=48 * BS - 1))
-    with pytest.raises(ApiError, match="needs 49 KV blocks") as ei:  # a caller that skipped preflight
+    with pytest.raises(ContextLengthExceeded, match="needs 49 KV blocks"):  # a caller that skipped preflight
         await run(pool, request(n_prompt=48 * BS))
-    assert ei.value.status == 400 and not small.received and not big.received
+    assert not small.received and not big.received
     # fits only the big instance: never routed to the small one, even round-robin
     for i in range(3):
         assert len(tokens(await run(pool, request(f"b{i}", n_prompt=4 * BS, max_tokens=2)))) == 2
     assert not small.received and len(big.received) == 3
     # a pin to an instance too small for it is a 400 too
-    with pytest.raises(ApiError, match="needs 5 KV blocks") as ei:
+    with pytest.raises(ContextLengthExceeded, match="needs 5 KV blocks"):
         pool.preflight(request(n_prompt=4 * BS, worker_id=0))
-    assert ei.value.status == 400
     # unknown capacity is never rejected
     make_pool(FakeEngine(card())).preflight(request(n_prompt=100_000))
 
@@ -268,12 +268,12 @@ async def test_check_fits_agrees_with_the_mocker() -> None:
     settings = defaults(ROUTER_OPTIONS)
     pool = InstancePool("m", Router(settings, block_size=64, registry=CollectorRegistry(), model="m"))
     pool.add(Instance(0, eng, eng.model_card()))
-    with pytest.raises(ApiError, match="needs 55 KV blocks of 64 tokens but the largest instance holds 48"):
+    with pytest.raises(ContextLengthExceeded, match="needs 55 KV blocks of 64 tokens but the largest instance holds 48"):
         pool.check_fits(3487)
     longest = 48 * 64 - 1  # the longest prompt that fits: the mocker serves it
     pool.preflight(request(n_prompt=longest, max_tokens=2))
     assert len(tokens(await run(pool, request(n_prompt=longest, max_tokens=2)))) == 2
-    with pytest.raises(ApiError, match="needs 49 KV blocks"):
+    with pytest.raises(ContextLengthExceeded, match="needs 49 KV blocks"):
         pool.check_fits(longest + 1)
     with pytest.raises(EngineError, match="needs more than 48 KV blocks"):  # what the mocker would have said
         [o async for o in eng.generate(request(n_prompt=longest + 1))]

@@ -56,7 +56,11 @@ class Generation:
     async def admit(self) -> None:
         """Check routing preconditions and pass the admission queues; call before responding (so 4xx/429/503
         still become a status code, not an error event inside a stream)."""
-        self.pool.preflight(self.requests[0])
+        seen: set[int] = set()
+        for req in self.requests:  # one check per distinct prompt (the choices of a prompt share it)
+            if id(req.token_ids) not in seen:
+                seen.add(id(req.token_ids))
+                self.pool.preflight(req)
         for queue in self.admission:
             await self._admit(queue)
             self._held.append(queue)

@@ -18,7 +18,7 @@ from dynamo_mono.engine import (
     KvTransferParams,
     ModelCard,
 )
-from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest, NoInstance as NoReadyInstance, QueueTimeout
 from dynamo_mono.router.router import NoInstance, Router
 
 log = logging.getLogger("dynamo_mono.pool")
@@ -127,10 +127,10 @@ class InstancePool:
         if req.worker_id is not None:
             inst = self.instances.get(req.worker_id)
             if inst is None:
-                raise ApiError(400, f"unknown backend_instance_id {req.worker_id}; known: "
+                raise InvalidRequest(f"unknown backend_instance_id {req.worker_id}; known: "
                                f"{sorted(self.instances)}", param="nvext.backend_instance_id")
             if req.dp_rank is not None and req.dp_rank >= inst.card.dp_size:
-                raise ApiError(400, f"dp_rank {req.dp_rank} out of range for instance {req.worker_id} "
+                raise InvalidRequest(f"dp_rank {req.dp_rank} out of range for instance {req.worker_id} "
                                f"(dp size {inst.card.dp_size})", param="nvext.dp_rank")
             return [inst]
         return [i for i in self.instances.values() if i.role != "prefill"]
@@ -148,12 +148,12 @@ class InstancePool:
         now = time.monotonic()
         rank = req.dp_rank
         if rank is not None and candidates and not any(rank < i.card.dp_size for i in candidates):
-            raise ApiError(400, f"no instance has dp_rank {rank}", param="nvext.dp_rank")
+            raise InvalidRequest(f"no instance has dp_rank {rank}", param="nvext.dp_rank")
         return None, [k for i in candidates if i.usable(now) and i.fits(n) for k in i.keys()
                       if rank is None or k[1] == rank]
 
     def check_fits(self, num_tokens: int, worker_id: int | None = None) -> None:
-        """ApiError 400 when no instance that could serve the request (worker_id's, else any non-prefill
+        """ContextLengthExceeded when no instance that could serve the request (worker_id's, else any non-prefill
         one, healthy or not) has the KV blocks to hold a prompt of num_tokens; passes when capacity is unknown."""
         if worker_id is not None:
             inst = self.instances.get(worker_id)
@@ -164,9 +164,9 @@ class InstancePool:
             return
         best = max(candidates, key=lambda i: (i.card.total_kv_blocks or 0) * i.card.block_size)
         bs = best.card.block_size
-        raise ApiError(400, f"the prompt of {num_tokens} tokens needs {kv_blocks_needed(num_tokens, bs)} KV blocks "
+        raise ContextLengthExceeded(f"the prompt of {num_tokens} tokens needs {kv_blocks_needed(num_tokens, bs)} KV blocks "
                        f"of {bs} tokens but the largest instance holds {best.card.total_kv_blocks}; "
-                       f"shorten the prompt", param="messages", code="context_length_exceeded")
+                       f"shorten the prompt", param="messages")
 
     def preflight(self, req: EngineRequest) -> None:
         """Fail fast, before a response starts: unknown pin or a prompt no instance can hold (400), or no
@@ -174,8 +174,7 @@ class InstancePool:
         self.check_fits(len(req.token_ids), req.worker_id)
         _, allowed = self._allowed(req)
         if not allowed:
-            raise ApiError(503, f"no ready instance of model '{self.model}'", headers={"Retry-After": "1"},
-                           code="no_instance")
+            raise NoReadyInstance(f"no ready instance of model '{self.model}'")
 
     async def _select(self, req: EngineRequest):
         deadline = None if self.queue_timeout is None else time.monotonic() + self.queue_timeout
@@ -185,13 +184,12 @@ class InstancePool:
                 pinned, allowed = self._allowed(req)
                 if not allowed:
                     self.check_fits(len(req.token_ids), req.worker_id)  # a 400 if it is the prompt, not the pool
-                    raise ApiError(503, f"no ready instance of model '{self.model}'",
-                                   headers={"Retry-After": "1"}, code="no_instance")
+                    raise NoReadyInstance(f"no ready instance of model '{self.model}'")
                 try:
                     sel = self.router.select(req.request_id, req.block_hashes or [], len(req.token_ids),
                                              pinned=pinned, allowed=allowed)
                 except NoInstance as exc:
-                    raise ApiError(503, str(exc), headers={"Retry-After": "1"}, code="no_instance") from None
+                    raise NoReadyInstance(str(exc)) from None
                 if sel is not None:
                     return sel
                 if not queued:
@@ -199,8 +197,7 @@ class InstancePool:
                     self._queue_delta(1)
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if timeout == 0.0:
-                    raise ApiError(429, "all instances are busy; try again later",
-                                   headers={"Retry-After": "1"}, code="queue_timeout")
+                    raise QueueTimeout("all instances are busy; try again later")
                 try:
                     await asyncio.wait_for(self.router.wait_for_capacity(), timeout=min(timeout or 1.0, 1.0))
                 except asyncio.TimeoutError:

@@ -32,7 +32,7 @@ async def test_engine_protocol_and_card() -> None:
     assert isinstance(e, Engine)
     card = e.model_card()
     assert (card.block_size, card.dp_size, card.max_num_seqs, card.max_model_len) == (16, 2, 7, 8192)
-    assert card.supports_priority and not card.priority_higher_is_urgent and not card.supports_n
+    assert card.supports_priority and not card.priority_higher_is_urgent
     assert card.kv_events and card.eos_token_ids == [EOS]
     assert (card.reasoning_parser, card.tool_call_parser) == ("basic", "hermes")
     assert card.total_kv_blocks == 16384

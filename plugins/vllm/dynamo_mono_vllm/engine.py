@@ -121,7 +121,6 @@ class VllmEngine:
             eos_token_ids=list(self.args.eos_token_ids or []),
             supports_priority=self.priority,
             priority_higher_is_urgent=False,
-            supports_n=False,
             supports_logprobs=True,
             kv_events=self.listener is not None,
         )
