@@ -127,7 +127,6 @@ class WorkerRegistry:
                                      tool_call_parser=None, configured=False)
             self.state.add_model(model)
             model.pool.router.adopt_block_size(reg.cards[0].block_size)
-            set_model_gauges(self.state, model)
             log.info("model %s (%s) announced by a worker is now served", reg.model, model.kind)
         return model
 
@@ -151,6 +150,7 @@ class WorkerRegistry:
         conn.send_nowait(m.encode(m.Registered(ids, self.interval)))
         for eng in session.engines:
             model.add_instance(Instance(worker_id=eng.worker_id, engine=eng, card=eng.card, local=False))
+        set_model_gauges(self.state, model)
         self.sessions.add(session)
         session.start()
         log.info("worker %s joined %s with instance(s) %s", name, reg.model, ids)
