@@ -32,7 +32,7 @@ class RegisterEngine(Protocol):
 
         options: the engine's own `serve` flags (scoped to it); requires: importable modules it needs
         (missing = listed as unavailable with install_hint); passthrough_args: unknown `serve` arguments
-        are handed to the engine in EngineArgs.options["extra_args"] instead of being rejected.
+        are handed to the engine in EngineArgs.extra_args instead of being rejected.
         """
 
 

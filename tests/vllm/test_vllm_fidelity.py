@@ -16,7 +16,6 @@ MAX_TOKENS = 40
 
 def _args(options: dict, path: str, tokenizer=None) -> EngineArgs:
     opts = dict(options)
-    opts["option_sources"] = {k: "cli" for k in options}
     return EngineArgs(model_path=path, served_model_name="tiny", instance_id=0, max_model_len=512,
                       eos_token_ids=[2], vocab_size=2629, options=opts, tokenizer=tokenizer)
 

@@ -42,21 +42,20 @@ def test_structured_output_requests():
     assert sampling_params(_req(response_format={"type": "text"})).structured_outputs is None
 
 
-def test_user_set_options_override_shared_defaults(tiny_model):
+def test_engine_options_and_pass_through_args_reach_vllm(tiny_model):
     from dynamo_mono_vllm.engine_args import build_engine_args
 
-    opts = {"block_size": 64, "num_gpu_blocks_override": 16384, "dtype": "float32", "max_num_seqs": 4,
-            "option_sources": {"block_size": "default", "num_gpu_blocks_override": "default", "dtype": "cli",
-                               "max_num_seqs": "env"},
-            "extra_args": ["--kv-cache-dtype", "auto", "--seed", "7"]}
+    # The vLLM plugin gets only its own options: unset ones (None) leave vLLM's defaults in place.
+    opts = {"block_size": None, "num_gpu_blocks_override": None, "dtype": "float32", "max_num_seqs": 4}
     m = str(tiny_model)
-    ea = build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, opts))
-    assert ea.block_size is None and ea.num_gpu_blocks_override is None  # the mocker's defaults are not vLLM's
+    ea = build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, opts,
+                                      extra_args=["--kv-cache-dtype", "auto", "--seed", "7"]))
+    assert ea.block_size is None and ea.num_gpu_blocks_override is None
     assert (ea.dtype, ea.max_num_seqs, ea.seed, ea.max_model_len, ea.model) == ("float32", 4, 7, 512, m)
     from dynamo_mono.config import ConfigError
 
     with pytest.raises(ConfigError, match="--no-such-flag"):
-        build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"extra_args": ["--no-such-flag", "1"]}))
+        build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {}, extra_args=["--no-such-flag", "1"]))
 
 
 def test_kv_events_convert_tag_and_mirror():
