@@ -75,8 +75,9 @@ class EngineRequest:
     worker_id: int | None = None  # routing hint / pin
     dp_rank: int | None = None  # routing hint; set by the pool to the rank it chose before dispatch
     block_hashes: list[int] | None = None  # chained block hashes of token_ids, computed once
-    multimodal: list[dict] = field(default_factory=list)
+    multimodal: list[dict] = field(default_factory=list)  # content parts of media the card declares it takes
     annotations: list[str] = field(default_factory=list)
+    expected_output_tokens: int | None = None  # client's output-length hint (nvext.agent_hints.osl), for routing
     tools: list[dict] | None = None  # carried for engines / mockers that need them
     # The client's tool_choice in OpenAI form: "auto" | "required" | "none" | {"type": "function", "function": {...}}
     tool_choice: str | dict[str, Any] | None = None

@@ -67,7 +67,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     rid = "chatcmpl-" + (req.request_id or request["request_id"])
     build = _chat_generation(pipeline, model, req, params, tools, rid)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    encoder = (ChatStream(rid, req.model, req.n, include_usage) if req.stream else ChatUnary(rid, req.model, req.n))
+    single = not req.parallel_tool_calls
+    encoder = (ChatStream(rid, req.model, req.n, include_usage, single_tool_call=single) if req.stream
+               else ChatUnary(rid, req.model, req.n, single_tool_call=single))
     stream = req.stream
     # A stream can last minutes: keep only what it needs (memory per in-flight request).
     del req, params, tools, pipeline
@@ -78,19 +80,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _chat_generation(pipeline: ChatPipeline, model: ServedModel, req: ChatCompletionRequest,
                            params: GenParams, tools: list[dict] | None, rid: str) -> Generation:
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    kwargs = req.chat_template_kwargs
+    if req.reasoning_effort is not None:  # what templates with an effort switch (gpt-oss, ...) read
+        kwargs = {"reasoning_effort": req.reasoning_effort, **(kwargs or {})}
     prompt = await pipeline.prompt_for(model, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
-                                       continue_final_message=req.continue_final_message,
-                                       template_kwargs=req.chat_template_kwargs)
-    return pipeline.generation(model, prompt, params, rid, template_kwargs=req.chat_template_kwargs)
+                                       continue_final_message=req.continue_final_message, template_kwargs=kwargs,
+                                       documents=req.documents)
+    return pipeline.generation(model, prompt, params, rid, template_kwargs=kwargs)
 
 
 class ChatUnary:
     """Collects steps into a chat.completion object."""
 
-    __slots__ = ("rid", "model", "content", "reasoning", "calls", "logprobs")
+    __slots__ = ("rid", "model", "content", "reasoning", "calls", "logprobs", "single_call")
 
-    def __init__(self, rid: str, model: str, n: int) -> None:
+    def __init__(self, rid: str, model: str, n: int, *, single_tool_call: bool = False) -> None:
         self.rid, self.model = rid, model
+        self.single_call = single_tool_call  # parallel_tool_calls=false: the first call of each choice only
         self.content: list[list[str]] = [[] for _ in range(n)]
         self.reasoning: list[list[str]] = [[] for _ in range(n)]
         self.calls: list[dict[int, dict]] = [{} for _ in range(n)]
@@ -106,6 +112,8 @@ class ChatUnary:
         if step.reasoning:
             self.reasoning[i].append(step.reasoning)
         for d in step.tool_calls:
+            if self.single_call and d.index > 0:
+                continue
             c = self.calls[i].setdefault(d.index, {"id": None, "type": "function",
                                                    "function": {"name": "", "arguments": ""}})
             if d.id is not None:
@@ -137,11 +145,12 @@ class ChatStream:
     """Steps as chat.completion.chunk events; the common content-only chunk is two constant byte strings
     around the JSON-encoded text."""
 
-    __slots__ = ("head", "role_sent", "content_pre", "include_usage")
+    __slots__ = ("head", "role_sent", "content_pre", "include_usage", "single_call")
     ping = None
     content_post = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
-    def __init__(self, rid: str, model: str, n: int, include_usage: bool) -> None:
+    def __init__(self, rid: str, model: str, n: int, include_usage: bool, *, single_tool_call: bool = False) -> None:
+        self.single_call = single_tool_call
         self.head = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
         self.role_sent = [False] * n
         head_json = orjson.dumps(self.head)[:-1]
@@ -167,10 +176,13 @@ class ChatStream:
             delta["role"] = "assistant"
         if step.reasoning:
             delta["reasoning_content"] = step.reasoning
-        if step.content or (not role_sent and not step.tool_calls):
+        calls = step.tool_calls
+        if calls and self.single_call:
+            calls = [d for d in calls if d.index == 0]
+        if step.content or (not role_sent and not calls):
             delta["content"] = step.content
-        if step.tool_calls:
-            delta["tool_calls"] = _tool_call_dicts(step.tool_calls)
+        if calls:
+            delta["tool_calls"] = _tool_call_dicts(calls)
         lp = _chat_logprobs(step)
         out = b""
         if len(delta) > (0 if role_sent else 1) or lp is not None or not role_sent:

@@ -14,12 +14,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Fields clients send that this server accepts only at their neutral value: anything else asks for a
+# behaviour the server does not have, so it is refused by name instead of silently ignored.
+_NEUTRAL: dict[str, Any] = {
+    "logit_bias": lambda v: not v,
+    "spaces_between_special_tokens": lambda v: v is True,
+    "store": lambda v: not v,
+    "service_tier": lambda v: v in (None, "auto", "default"),
+    "truncate_prompt_tokens": lambda v: v is None,
+    "add_special_tokens": lambda v: not v,
+    "cache_salt": lambda v: v is None,
+    "length_penalty": lambda v: v in (None, 1.0),
+    "use_beam_search": lambda v: not v,
+    "return_tokens_as_token_ids": lambda v: not v,
+    "modalities": lambda v: v in (None, ["text"]),
+    "prediction": lambda v: v is None,
+    "audio": lambda v: v is None,
+    "functions": lambda v: v is None,
+    "function_call": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+    "verbosity": lambda v: v is None,
+    "mm_processor_kwargs": lambda v: v is None,
+    "use_raw_prompt": lambda v: not v,
+    "max_thinking_tokens": lambda v: v is None,
+    "extra_fields": lambda v: v is None,
+}
+
+
+def refuse_unsupported(model: BaseModel, prefix: str = "") -> None:
+    """ValueError naming the first field set to a value whose behaviour this server does not implement."""
+    for name in model.model_fields_set:
+        neutral = _NEUTRAL.get(name)
+        if neutral is not None and not neutral(getattr(model, name)):
+            raise ValueError(f"'{prefix}{name}'={getattr(model, name)!r} is not supported by this server")
+
+
 class AgentHints(_Strict):
     """Scheduling hints from agentic clients (Dynamo's nvext.agent_hints)."""
 
     priority: StrictInt | None = None  # lower = more urgent (API convention)
     latency_sensitivity: float | None = Field(default=None, ge=0.0)
-    osl: StrictInt | None = Field(default=None, ge=0)
+    osl: StrictInt | None = Field(default=None, ge=0)  # expected output tokens: the router reserves their blocks
 
 
 class NvExt(_Strict):
@@ -36,6 +71,11 @@ class NvExt(_Strict):
     agent_hints: AgentHints | None = None
     max_thinking_tokens: StrictInt | None = Field(default=None, ge=0)
     extra_fields: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> "NvExt":
+        refuse_unsupported(self, "nvext.")
+        return self
 
 
 class StreamOptions(_Strict):
@@ -127,6 +167,13 @@ class _Sampling(_Strict):
     best_of: StrictInt | None = None
     return_tokens_as_token_ids: StrictBool | None = None
 
+    @model_validator(mode="after")
+    def _supported(self) -> "_Sampling":
+        refuse_unsupported(self)
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError(f"'best_of'={self.best_of} is not supported by this server (only best_of == n)")
+        return self
+
     @field_validator("stop")
     @classmethod
     def _stop_nonempty(cls, v: str | list[str] | None) -> str | list[str] | None:
@@ -174,6 +221,12 @@ class ChatCompletionRequest(_Sampling):
             if v.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise ValueError("a named tool_choice must be {\"type\": \"function\", \"function\": {\"name\": ...}}")
         return v
+
+    @model_validator(mode="after")
+    def _chat_echo(self) -> "ChatCompletionRequest":
+        if self.echo:
+            raise ValueError("'echo'=True is not supported for chat completions by this server")
+        return self
 
     @model_validator(mode="after")
     def _logprob_fields(self) -> "ChatCompletionRequest":

@@ -39,16 +39,17 @@ class InstanceLoad:
 
 
 class _Request:
-    __slots__ = ("key", "load", "prefill", "hashes", "private", "tokens")
+    __slots__ = ("key", "load", "prefill", "hashes", "private", "tokens", "reserved")
 
     def __init__(self, key: InstanceKey, load: InstanceLoad, prefill: int, hashes: list[int] | None,
-                 private: int, tokens: int) -> None:
+                 private: int, tokens: int, reserved: int = 0) -> None:
         self.key = key
         self.load = load
         self.prefill = prefill  # prefill tokens still counted on the instance
         self.hashes = hashes  # reference-counted prompt blocks (None when not shared); not copied
         self.private = private  # blocks counted for this request alone
         self.tokens = tokens  # prompt + generated tokens so far
+        self.reserved = reserved  # tokens whose blocks were counted at the start (prompt + expected output)
 
 
 class ActiveLoad:
@@ -93,8 +94,9 @@ class ActiveLoad:
 
     # --- requests -------------------------------------------------------------------------
     def start(self, request_id: str, key: InstanceKey, block_hashes: list[int], num_tokens: int,
-              overlap_blocks: int) -> None:
-        """Count a request on key (re-pointing it if it was tracked elsewhere)."""
+              overlap_blocks: int, expected_output_tokens: int = 0) -> None:
+        """Count a request on key (re-pointing it if it was tracked elsewhere). With an expected output
+        length (the client's hint), the blocks that output will need are counted from the start."""
         if request_id in self._requests:
             self.finish(request_id)
         load = self.loads[key]
@@ -114,9 +116,14 @@ class ActiveLoad:
             else:
                 private = total
                 load.decode_blocks += total
+            if expected_output_tokens > 0:
+                ahead = -(-(num_tokens + expected_output_tokens) // bs) - total
+                private += ahead
+                load.decode_blocks += ahead
         load.prefill_tokens += prefill
         load.requests += 1
-        self._requests[request_id] = _Request(key, load, prefill, hashes, private, num_tokens)
+        self._requests[request_id] = _Request(key, load, prefill, hashes, private, num_tokens,
+                                              num_tokens + max(expected_output_tokens, 0))
 
     def first_token(self, request_id: str) -> bool:
         """Prefill finished: its tokens stop counting. True when it was still prefilling."""
@@ -135,9 +142,10 @@ class ActiveLoad:
         if r is None:
             return
         bs = self.block_size
-        before = -(-r.tokens // bs)
+        floor = r.reserved
+        before = -(-max(r.tokens, floor) // bs)
         r.tokens += n
-        grow = -(-r.tokens // bs) - before
+        grow = -(-max(r.tokens, floor) // bs) - before
         if grow:
             r.private += grow
             r.load.decode_blocks += grow

@@ -44,6 +44,7 @@ class Selection:
     overlap_blocks: int
     prompt_blocks: int
     block_hashes: list[int] = field(default_factory=list, repr=False)
+    expected_output_tokens: int = 0  # the client's output-length hint: blocks reserved up front
 
 
 class Router:
@@ -172,8 +173,8 @@ class Router:
 
     # --- routing --------------------------------------------------------------------------
     def select(self, request_id: str, block_hashes: list[int], num_tokens: int, *,
-               pinned: InstanceKey | None = None,
-               allowed: Collection[InstanceKey] | None = None) -> Selection | None:
+               pinned: InstanceKey | None = None, allowed: Collection[InstanceKey] | None = None,
+               expected_output_tokens: int = 0) -> Selection | None:
         """Choose an instance and start tracking the request there; None when all allowed are busy."""
         t0 = perf_counter()
         instances = self._instances
@@ -222,7 +223,7 @@ class Router:
                 self._rr += 1
             else:
                 key = self.rng.choice(candidates)
-        sel = Selection(key, overlaps.get(key, 0), len(block_hashes), block_hashes)
+        sel = Selection(key, overlaps.get(key, 0), len(block_hashes), block_hashes, expected_output_tokens)
         self.on_dispatch(request_id, sel, num_tokens)
         metrics.count_request(key)
         if sel.prompt_blocks:
@@ -284,7 +285,8 @@ class Router:
             raise NoInstance(f"instance worker_id={sel.key[0]} dp_rank={sel.key[1]} is not available")
         if self.active.tracked(request_id) == sel.key:
             return  # already tracked there by select()
-        self.active.start(request_id, sel.key, sel.block_hashes, num_tokens, sel.overlap_blocks)
+        self.active.start(request_id, sel.key, sel.block_hashes, num_tokens, sel.overlap_blocks,
+                          sel.expected_output_tokens)
         if predicted and self._kv:
             self.approx.record(sel.key, sel.block_hashes)
 

@@ -82,7 +82,7 @@ class ChatPipeline:
 
     async def prompt_for(self, model: ServedModel, messages: list[dict], *, tools: list[dict] | None,
                          add_generation_prompt: bool = True, continue_final_message: bool = False,
-                         template_kwargs: dict | None = None) -> Prompt:
+                         template_kwargs: dict | None = None, documents: list[dict] | None = None) -> Prompt:
         metrics = self.state.metrics
         t0 = time.perf_counter()
         media: list[dict] = []
@@ -93,7 +93,8 @@ class ChatPipeline:
             rendered_msgs.append({**m, "content": content} if items or isinstance(m.get("content"), list) else m)
         check_media(model, media)
         text = model.render_chat(rendered_msgs, tools=tools, add_generation_prompt=add_generation_prompt,
-                                 continue_final_message=continue_final_message, template_kwargs=template_kwargs)
+                                 continue_final_message=continue_final_message, template_kwargs=template_kwargs,
+                                 documents=documents)
         t1 = time.perf_counter()
         ids = await model.tokenize(text)
         t2 = time.perf_counter()

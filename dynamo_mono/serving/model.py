@@ -89,18 +89,19 @@ class ServedModel:
 
     # --- preparation ------------------------------------------------------------------------
     def render_chat(self, messages: list[dict], *, tools: list[dict] | None, add_generation_prompt: bool,
-                    continue_final_message: bool = False, template_kwargs: dict | None = None) -> str:
+                    continue_final_message: bool = False, template_kwargs: dict | None = None,
+                    documents: list[dict] | None = None) -> str:
         template = self.info.chat_template
         if template is None:
             raise InvalidRequest(f"model '{self.name}' has no chat template; use /v1/completions "
                            "or start the server with --chat-template")
         kwargs = dict(template_kwargs or {})
-        for reserved in ("messages", "tools", "add_generation_prompt"):
+        for reserved in ("messages", "tools", "add_generation_prompt", "documents"):
             kwargs.pop(reserved, None)
         try:
             return template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt and
                                    not continue_final_message, continue_final_message=continue_final_message,
-                                   **kwargs)
+                                   documents=documents, **kwargs)
         except TemplateError as exc:
             raise InvalidRequest(f"chat template error: {exc}") from None
 

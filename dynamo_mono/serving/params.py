@@ -33,6 +33,7 @@ class GenParams:
     include_stop_str_in_output: bool = False
     priority: int = 0
     latency_sensitivity: float | None = None
+    expected_output_tokens: int | None = None
     annotations: list[str] = field(default_factory=list)
     worker_id: int | None = None
     dp_rank: int | None = None
@@ -57,7 +58,7 @@ def from_openai(req: Any, *, logprobs: int | None) -> GenParams:
         max_tokens=req.effective_max_tokens(),
         min_tokens=req.min_tokens,
         n=req.n,
-        temperature=req.temperature,
+        temperature=0.0 if nv is not None and nv.greed_sampling else req.temperature,
         top_p=req.top_p,
         top_k=(nv.top_k if nv is not None and nv.top_k is not None else req.top_k),
         min_p=req.min_p,
@@ -74,6 +75,7 @@ def from_openai(req: Any, *, logprobs: int | None) -> GenParams:
         include_stop_str_in_output=req.include_stop_str_in_output,
         priority=priority,
         latency_sensitivity=hints.latency_sensitivity if hints is not None else None,
+        expected_output_tokens=hints.osl if hints is not None else None,
         annotations=list(nv.annotations or []) if nv is not None else [],
         worker_id=nv.backend_instance_id if nv is not None else None,
         dp_rank=nv.dp_rank if nv is not None else None,
@@ -134,6 +136,7 @@ def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_ha
             request_id=request_id if p.n == 1 else f"{request_id}-{i}",
             token_ids=prompt_ids, sampling=sampling, stop=stop, model=model, priority=p.priority,
             worker_id=p.worker_id, dp_rank=p.dp_rank, block_hashes=block_hashes,
+            expected_output_tokens=p.expected_output_tokens,
             annotations=list(p.annotations), tools=p.tools, tool_choice=p.tool_choice, choice_index=i,
             multimodal=list(multimodal or ()),
         ))

@@ -187,7 +187,8 @@ class InstancePool:
                     raise NoReadyInstance(f"no ready instance of model '{self.model}'")
                 try:
                     sel = self.router.select(req.request_id, req.block_hashes or [], len(req.token_ids),
-                                             pinned=pinned, allowed=allowed)
+                                             pinned=pinned, allowed=allowed,
+                                             expected_output_tokens=req.expected_output_tokens or 0)
                 except NoInstance as exc:
                     raise NoReadyInstance(str(exc)) from None
                 if sel is not None:

@@ -57,6 +57,22 @@ def test_output_blocks_tracked_only_when_enabled() -> None:
         assert router.load()[(0, 0)]["active_decode_blocks"] == 0
 
 
+def test_expected_output_blocks_are_counted_up_front_and_not_twice() -> None:
+    _, hashes = prompt(6, 2)
+    for track in (True, False):
+        router = make_router(1, router_track_output_blocks=track)
+        router.select("a", hashes, 2 * BS, expected_output_tokens=9)  # 8 + 9 tokens -> 5 blocks of 4
+        assert router.load()[(0, 0)]["active_decode_blocks"] == 5
+        for _ in range(9):
+            router.on_tokens("a", 1)  # within the reservation: no growth
+        assert router.load()[(0, 0)]["active_decode_blocks"] == 5
+        for _ in range(4):
+            router.on_tokens("a", 1)  # past it (21 tokens -> 6 blocks) only when output is tracked
+        assert router.load()[(0, 0)]["active_decode_blocks"] == (6 if track else 5)
+        router.on_finish("a")
+        assert router.load()[(0, 0)]["active_decode_blocks"] == 0
+
+
 def test_untracked_blocks_when_disabled() -> None:
     router = make_router(1, router_track_active_blocks=False)
     router.select("a", prompt(6, 3)[1], 12)
