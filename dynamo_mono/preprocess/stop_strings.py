@@ -6,20 +6,21 @@ from typing import Sequence
 
 
 class StopMatcher:
-    """Finds the earliest occurrence of any stop string in a stream of text pieces.
+    """Finds the stop string that completes first in a stream of text pieces (vLLM's rule).
 
-    Output never contains a stop string. Only the longest suffix that could still grow into a stop string
-    is held back; when a complete stop is found but an earlier partial one is still open, the text from the
-    partial one on is held until it resolves, so the cut is always at the earliest occurrence.
+    The winner is the stop that ends earliest in the text; stops ending at the same place are ranked by their
+    order in the list. The result does not depend on how the text is split into pieces. Output never contains
+    the matched stop; only the longest suffix that could still grow into a stop string is held back.
     """
 
-    __slots__ = ("_stops", "_first_chars", "_max_prefix", "_held", "matched")
+    __slots__ = ("_stops", "_first_chars", "_max_prefix", "_held", "_floor", "matched")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops: tuple[str, ...] = tuple(dict.fromkeys(s for s in stops if s))
         self._first_chars = frozenset(s[0] for s in self._stops)
         self._max_prefix = max((len(s) - 1 for s in self._stops), default=0)
         self._held = ""
+        self._floor = 0  # a stop must end past this many characters of the held text (see skip)
         self.matched: str | None = None  # the stop string that ended the text, once found
 
     def feed(self, text: str) -> tuple[str, str | None]:
@@ -38,33 +39,47 @@ class StopMatcher:
         else:
             s = self._held + text
         cut, stop = self._earliest(s)
-        pending = self._pending_start(s)
-        if stop is not None and pending >= cut:
-            self._held = ""
+        if stop is not None:
+            # any stop still partial at the end of s would end after this one
+            self._held, self._floor = "", 0
             self.matched = stop
             return s[:cut], stop
-        # No complete match, or an earlier partial match may still win: hold from its start.
+        pending = self._pending_start(s)
         self._held = s[pending:]
+        self._floor = max(0, self._floor - pending)
         return s[:pending], None
 
-    def flush(self) -> str:
-        """Release held-back text at the end of the stream (cut at a complete stop inside it, if any)."""
-        s, self._held = self._held, ""
-        if self.matched is not None or not s:
+    def skip(self, text: str) -> str:
+        """Like feed, but no stop may end inside `text` (vLLM's min_tokens): a stop can only start in it.
+
+        Returns the text safe to emit now; what could begin a stop is held as by feed.
+        """
+        if self.matched is not None:
             return ""
-        cut, stop = self._earliest(s)
-        if stop is not None:
-            self.matched = stop
-            return s[:cut]
-        return s
+        s = self._held + text if self._held else text
+        if not s:
+            return ""
+        pending = self._pending_start(s)
+        self._held = s[pending:]
+        self._floor = len(self._held)
+        return s[:pending]
+
+    def flush(self) -> str:
+        """Release held-back text at the end of the stream; it never holds a complete stop (feed cuts at once)."""
+        s, self._held, self._floor = self._held, "", 0
+        return "" if self.matched is not None else s
 
     def _earliest(self, s: str) -> tuple[int, str | None]:
-        best, found = len(s) + 1, None
+        """(start, stop) of the stop that ends first in s past the floor (first listed on a tie); (len, None)."""
+        floor = self._floor
+        best_end, start, found = len(s) + 1, len(s), None
         for stop in self._stops:
-            i = s.find(stop, 0, best + len(stop) - 1)
-            if i != -1 and i < best:
-                best, found = i, stop
-        return best, found
+            n = len(stop)
+            # only occurrences ending past the floor and strictly before the best end so far
+            i = s.find(stop, max(0, floor - n + 1), best_end - 1)
+            if i != -1:
+                best_end, start, found = i + n, i, stop
+        return start, found
 
     def _pending_start(self, s: str) -> int:
         """Start of the longest suffix of s that is a proper prefix of some stop string (len(s) if none)."""

@@ -118,7 +118,7 @@ class ChatPipeline:
             states.append(ChoiceState(i, model.tokenizer, stops=p.stop, skip_special_tokens=p.skip_special_tokens,
                                       parser=parser, want_logprobs=p.logprobs is not None,
                                       include_stop=p.include_stop_str_in_output,
-                                      prompt_tail=prompt.token_ids[-5:]))
+                                      prompt_tail=prompt.token_ids[-5:], stop_conditions=reqs[i].stop))
         self.state.metrics.model(model.name).priority.observe(p.priority)
         return Generation(model.pool, reqs, states, len(prompt.token_ids), metrics=self.state.metrics,
                           model=model.name, admission=admission_queues(self.state, model),

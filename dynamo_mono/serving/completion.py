@@ -50,7 +50,8 @@ async def completion_generation(state: Any, model: ServedModel, prompts: list[st
             states.append(ChoiceState(pi * params.n + ci, model.tokenizer, stops=params.stop,
                                       skip_special_tokens=params.skip_special_tokens,
                                       want_logprobs=params.logprobs is not None,
-                                      include_stop=params.include_stop_str_in_output, prompt_tail=ids[-5:]))
+                                      include_stop=params.include_stop_str_in_output, prompt_tail=ids[-5:],
+                                      stop_conditions=r.stop))
             echoes.append((text if text is not None else model.tokenizer.decode(ids)) if echo else "")
     return Generation(model.pool, reqs, states, prompt_tokens, metrics=state.metrics, model=model.name,
                       admission=admission_queues(state, model), latency_sensitivity=params.latency_sensitivity,

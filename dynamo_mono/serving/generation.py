@@ -41,8 +41,16 @@ class Generation:
 
     @property
     def cached_tokens(self) -> int:
-        # each distinct prompt's cache hit, counted once (choices of one prompt share it)
-        return max((s.cached_tokens for s in self.states), default=0) if len(self.states) else 0
+        # each distinct prompt's cache hit, counted once (choices of one prompt share it); a prompt's
+        # requests are consecutive, its first one has choice_index 0
+        total = best = 0
+        for r, s in zip(self.requests, self.states):
+            if r.choice_index == 0:
+                total += best
+                best = 0
+            if s.cached_tokens > best:
+                best = s.cached_tokens
+        return total + best
 
     def usage(self) -> dict:
         c = self.completion_tokens

@@ -137,11 +137,18 @@ async def test_min_tokens_reaches_the_engine(server: Server) -> None:
     assert server.engine.requests[0].stop.min_tokens == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (vLLM semantics): stop strings are applied from the first token even "
-                   "when min_tokens asks for more; vLLM does not check stop strings until min_tokens tokens have "
-                   "been generated. ChoiceState is never told min_tokens")
 async def test_stop_strings_wait_for_min_tokens(server: Server) -> None:
     server.script(reply(" one STOP two three four five six seven"))
     tok = server.engine.tokenizer
     c = (await unary(server, completion(stop=["STOP"], min_tokens=8)))["choices"][0]
     assert len(tok.encode(c["text"])) >= 8
+
+
+async def test_eos_has_no_stop_reason_and_a_stop_token_has_its_id(server: Server) -> None:
+    eos = server.engine.args.eos_token_ids[0]
+    server.script(reply(" done", stop_token_id=eos))
+    c = (await unary(server, completion(stop_token_ids=[eos, 7])))["choices"][0]
+    assert (c["finish_reason"], c["stop_reason"]) == ("stop", None)  # vLLM: EOS is checked first
+    server.script(reply(" done", stop_token_id=7))
+    c = (await unary(server, completion(stop_token_ids=[eos, 7])))["choices"][0]
+    assert (c["finish_reason"], c["stop_reason"]) == ("stop", 7)

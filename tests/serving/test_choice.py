@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynamo_mono.engine import EngineOutput, TokenLogprob
+from dynamo_mono.engine import EngineOutput, StopConditions, TokenLogprob
 from dynamo_mono.parsers.base import ParsedDelta
 from dynamo_mono.parsers.stream import merge
 from dynamo_mono.preprocess import load_model_dir
@@ -101,11 +101,12 @@ def splits(draw, ids: list[int]) -> list[list[int]]:
 
 
 def earliest_stop(text: str, stops: list[str]) -> tuple[int, str | None]:
-    hits = [(text.find(s), s) for s in stops if s in text]
+    """(start, stop) of the stop that ends first in text, the first listed on a tie (vLLM); (len, None)."""
+    hits = [(text.find(s) + len(s), k, s) for k, s in enumerate(stops) if s in text]
     if not hits:
         return len(text), None
-    cut = min(i for i, _ in hits)
-    return cut, next(s for i, s in hits if i == cut)
+    end, _, stop = min(hits)
+    return end - len(stop), stop
 
 
 # --- properties ----------------------------------------------------------------------------------------
@@ -226,19 +227,26 @@ def test_first_of_several_stop_strings_wins() -> None:
     assert r.content == "" and r.state.stop_reason == "Hello"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ChoiceState adds the stop string for include_stop_str_in_output only "
-                   "when StopMatcher.feed matches; a stop that completes inside held-back text is found by "
-                   "StopMatcher.flush() at the end of the stream and is then dropped from the output")
 def test_include_stop_also_when_the_stop_is_found_at_end_of_stream() -> None:
-    # "xab": "b" is complete, but "abc" might still start at "a", so "ab" is held until the stream ends
+    # "xab": "b" completes before "abc" could, so it wins (vLLM) and is added back, the stream's end changes nothing
     r = run(choice(["abc", "b"], include_stop=True), [TOK.encode("xab")], "length", finish_alone=True)
     assert r.state.stop_reason == "b"
     assert r.content == "xab"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when two stop strings start at the same place (['ab', 'a'] on 'xab'), "
-                   "which one matches depends on how the engine batched the tokens: 'a' one token at a time, 'ab' "
-                   "in one output; stop_reason and the include_stop_str_in_output text change with batching")
+def test_stop_that_completes_first_wins_over_one_that_starts_earlier() -> None:
+    for groups in ([TOK.encode("xabcd")], one_each("xabcd")):
+        r = run(choice(["abcd", "bc"]), groups)
+        assert (r.content, r.state.stop_reason) == ("xa", "bc")
+
+
+def test_stops_ending_at_the_same_place_rank_by_list_order() -> None:
+    for stops, want in ((["abc", "bc"], ("x", "abc")), (["bc", "abc"], ("xa", "bc"))):
+        for groups in ([TOK.encode("xabcd")], one_each("xabcd")):
+            r = run(choice(stops), groups)
+            assert (r.content, r.state.stop_reason) == want
+
+
 def test_tied_stop_strings_resolve_the_same_however_batched() -> None:
     ids = TOK.encode("xaby")
     results = set()
@@ -293,9 +301,32 @@ def test_tool_call_markup_in_reasoning_is_not_a_call() -> None:
 
 
 # --- finish_reason / stop_reason ---------------------------------------------------------------------
+def conditions(**kw) -> StopConditions:
+    return StopConditions(max_tokens=64, eos_token_ids=[IM_END], **kw)
+
+
 def test_stop_token_is_the_stop_reason() -> None:
-    r = run(choice(), one_each("done"), "stop", stop_token_id=7)
+    r = run(choice(stop_conditions=conditions(stop_token_ids=[7])), one_each("done"), "stop", stop_token_id=7)
     assert r.state.finish_reason == "stop" and r.state.stop_reason == 7
+
+
+@pytest.mark.parametrize("stop_token_ids", [[], [IM_END]])
+def test_eos_is_no_stop_reason(stop_token_ids: list[int]) -> None:
+    # vLLM: stop_reason is null when EOS ends the reply (EOS is checked first, even when also a stop token id)
+    r = run(choice(stop_conditions=conditions(stop_token_ids=stop_token_ids)), one_each("done"), "stop",
+            stop_token_id=IM_END)
+    assert r.state.finish_reason == "stop" and r.state.stop_reason is None
+
+
+def test_eos_listed_as_stop_token_is_the_stop_reason_with_ignore_eos() -> None:
+    r = run(choice(stop_conditions=conditions(stop_token_ids=[IM_END], ignore_eos=True)), one_each("done"), "stop",
+            stop_token_id=IM_END)
+    assert r.state.stop_reason == IM_END
+
+
+def test_engine_stop_token_unknown_to_the_request_is_no_stop_reason() -> None:
+    r = run(choice(), one_each("done"), "stop", stop_token_id=7)
+    assert r.state.finish_reason == "stop" and r.state.stop_reason is None
 
 
 def test_stop_token_ignored_as_reason_when_length() -> None:
@@ -303,9 +334,10 @@ def test_stop_token_ignored_as_reason_when_length() -> None:
     assert r.state.finish_reason == "length" and r.state.stop_reason is None
 
 
-def test_stop_string_wins_over_the_engine_stop_token() -> None:
-    # the stop string completes only in held-back text, found when the engine's stop arrives
-    r = run(choice(["abc", "b"]), [TOK.encode("xab")], "stop", finish_alone=True, stop_token_id=IM_END)
+@pytest.mark.parametrize("finish_alone", [False, True])
+def test_stop_string_wins_over_the_engine_stop_token(finish_alone: bool) -> None:
+    r = run(choice(["abc", "b"], stop_conditions=conditions(stop_token_ids=[7])), [TOK.encode("xab")], "stop",
+            finish_alone=finish_alone, stop_token_id=7)
     assert r.content == "xa" and r.state.finish_reason == "stop" and r.state.stop_reason == "b"
 
 
@@ -341,10 +373,6 @@ def test_logprobs_with_a_stop_string_one_token_per_output() -> None:
     assert [lp[0] for lp in r.logprobs] == ["H", "ell", "o", " world", " S", "T", "O", "P"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when one engine output carries tokens past the one that completes a "
-                   "stop string, ChoiceState still returns logprobs for all of them and counts them in "
-                   "completion_tokens (usage); the same stream sent one token per output gives fewer. With the "
-                   "mocker, which batches pending tokens when the consumer lags, the counts depend on machine speed")
 def test_logprobs_and_usage_end_at_the_stop_however_batched() -> None:
     ids = TOK.encode("Hello world STOP here and more")
     one = run(choice(["STOP"], want_logprobs=True), [[t] for t in ids], logprobs=True)
@@ -352,6 +380,59 @@ def test_logprobs_and_usage_end_at_the_stop_however_batched() -> None:
     assert batched.content == one.content == "Hello world "
     assert [lp[0] for lp in batched.logprobs] == [lp[0] for lp in one.logprobs]
     assert batched.state.completion_tokens == one.state.completion_tokens
+    assert sum(s.num_tokens for s in batched.steps) == batched.state.completion_tokens
+
+
+@SETTINGS
+@given(data=st.data(), text=texts, stops=stop_lists, include=st.booleans(), min_tokens=st.integers(0, 6),
+       finish_alone=st.booleans())
+def test_stop_result_does_not_depend_on_batching(data, text: str, stops: list[str], include: bool,
+                                                 min_tokens: int, finish_alone: bool) -> None:
+    """Text, stop_reason, usage and logprobs are those of the same tokens sent one per output."""
+    ids = TOK.encode(text)
+
+    def state() -> ChoiceState:
+        return choice(stops, want_logprobs=True, include_stop=include,
+                      stop_conditions=StopConditions(max_tokens=64, min_tokens=min_tokens))
+
+    one = run(state(), [[t] for t in ids], logprobs=True)
+    other = run(state(), data.draw(splits(ids)), logprobs=True, finish_alone=finish_alone)
+    assert (other.content, other.state.stop_reason, other.state.finish_reason) == \
+        (one.content, one.state.stop_reason, one.state.finish_reason)
+    assert other.state.completion_tokens == one.state.completion_tokens
+    assert sum(s.num_tokens for s in other.steps) == other.state.completion_tokens
+    assert [lp[3] for lp in other.logprobs] == [lp[3] for lp in one.logprobs] == ids[:one.state.completion_tokens]
+
+
+# --- min_tokens ----------------------------------------------------------------------------------------
+def min_tokens(n: int) -> StopConditions:
+    return StopConditions(max_tokens=64, min_tokens=n)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_no_stop_string_ends_within_min_tokens(batched: bool) -> None:
+    text = "a STOP b STOP c"
+    ids = TOK.encode(text)
+    first = len(TOK.encode("a STOP"))  # the tokens up to the end of the first STOP
+    groups = [ids] if batched else [[t] for t in ids]
+    r = run(choice(["STOP"], stop_conditions=min_tokens(first)), groups)
+    assert r.content == "a STOP b " and r.state.stop_reason == "STOP"
+    r = run(choice(["STOP"], stop_conditions=min_tokens(first - 1)), groups)
+    assert r.content == "a " and r.state.stop_reason == "STOP"
+
+
+def test_a_stop_string_may_start_within_min_tokens() -> None:
+    ids = TOK.encode("a STOP b")
+    k = len(TOK.encode("a ST"))  # "ST" of the stop is within min_tokens, "OP" after
+    assert TOK.decode(ids[:k]) == "a ST"
+    for groups in ([ids], [[t] for t in ids]):
+        r = run(choice(["STOP"], stop_conditions=min_tokens(k)), groups)
+        assert r.content == "a " and r.state.stop_reason == "STOP" and r.state.completion_tokens == k + 2
+
+
+def test_min_tokens_longer_than_the_reply_finds_no_stop() -> None:
+    r = run(choice(["STOP"], stop_conditions=min_tokens(50)), one_each("a STOP b"), "length")
+    assert r.content == "a STOP b" and r.state.finish_reason == "length" and r.state.stop_reason is None
 
 
 def test_no_logprobs_unless_asked() -> None:

@@ -223,9 +223,6 @@ async def test_usage_counts_every_choice_and_the_cache_hit_once() -> None:
                            "prompt_tokens_details": {"cached_tokens": 16}}  # one prompt: its hit counts once
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Generation.cached_tokens takes the max over all choices, so a "
-                   "multi-prompt completions request reports only the largest prompt's cache hit, not the sum "
-                   "over its distinct prompts (its own comment says 'each distinct prompt's cache hit, counted once')")
 async def test_usage_sums_the_cache_hits_of_distinct_prompts() -> None:
     pool = FakePool()
     p0, p1 = PROMPT, TOK.encode("a different prompt, also long enough to be cached in part")
