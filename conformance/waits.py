@@ -14,7 +14,7 @@ from conformance.server import metric_value
 T = TypeVar("T")
 
 # A hang guard, never a timing expectation: a state that is reached at all is reached well before it.
-HANG_GUARD_S = 60.0
+HANG_GUARD_S = 30.0
 _POLL_S = 0.02  # paces the polling only; no outcome depends on it
 
 IDLE_GAUGES = ("dynamo_frontend_inflight_requests", "dynamo_frontend_queued_requests",
