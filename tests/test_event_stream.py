@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from conformance.waits import wait_until
 from dynamo_mono.http.sse import _HIGH_WATER, open_stream
 
 EVENTS = 1500
@@ -15,9 +16,11 @@ PAYLOAD = b"x" * 8000  # 12 MB in all: more than the kernel's loopback socket bu
 
 async def test_slow_client_gets_every_event_and_server_buffer_stays_bounded(aiohttp_client) -> None:
     peak = 0
+    transports: list = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
         nonlocal peak
+        transports.append(request.transport)
         stream = await open_stream(request)
         for i in range(EVENTS):
             await stream.send(b"data: %d %b\n\n" % (i, PAYLOAD))
@@ -29,7 +32,10 @@ async def test_slow_client_gets_every_event_and_server_buffer_stays_bounded(aioh
     client = await aiohttp_client(app)
     async with client.get("/s") as resp:
         assert resp.headers["Content-Type"] == "text/event-stream"
-        await asyncio.sleep(0.5)  # the client falls behind while the server writes
+        # The client reads nothing until the kernel's buffers are full and the server holds more than the
+        # high-water mark: the server is now waiting for the client (in drain) instead of queueing more.
+        await wait_until(lambda: transports and transports[0].get_write_buffer_size() > _HIGH_WATER,
+                         "the server to wait for the slow client")
         body = await resp.read()
     events = body.split(b"\n\n")[:-1]
     assert [int(e.split(b" ")[1]) for e in events] == list(range(EVENTS))
@@ -40,13 +46,14 @@ async def test_slow_client_gets_every_event_and_server_buffer_stays_bounded(aioh
 async def test_send_after_client_left_raises_connection_reset() -> None:
     """Without handler cancellation (our server cancels handlers too), the next send notices by itself."""
     outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+    give_up = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         stream = await open_stream(request)
         await stream.send(b"data: first\n\n")
         try:
-            for _ in range(200):
-                await asyncio.sleep(0.005)
+            while not give_up.is_set():  # keeps sending until a send notices (or the test gives up)
+                await asyncio.sleep(0.005)  # paces the sends only
                 await stream.send(b"data: more\n\n")
             outcome.set_result("never noticed")
         except ConnectionResetError:
@@ -65,6 +72,7 @@ async def test_send_after_client_left_raises_connection_reset() -> None:
             resp = await session.get(f"http://127.0.0.1:{port}/s")
             assert (await resp.content.readline()) == b"data: first\n"
             resp.close()  # the client goes away mid-stream
-        assert await asyncio.wait_for(outcome, 10) == "reset"
+        assert await asyncio.wait_for(outcome, 30) == "reset"  # a hang guard: noticed at all
     finally:
+        give_up.set()
         await runner.cleanup()

@@ -10,6 +10,7 @@ import pytest
 
 from dynamo_mono.http import anthropic_routes, generate
 from dynamo_mono.http.anthropic_routes import thinking_signature
+from conformance.waits import wait_until
 from tests.anthropic.conftest import TIME_TOOL, WEATHER_TOOL, body, parse_sse
 
 pytestmark = pytest.mark.timeout(10)
@@ -165,14 +166,22 @@ async def test_pings_while_waiting_for_first_token(make_client: Any, monkeypatch
     from dynamo_mono.serving.pool import InstancePool
 
     real = InstancePool.generate
+    pinged = asyncio.Event()
 
-    async def slow_start(self, req):  # the engine takes a while before its first token
-        await asyncio.sleep(0.2)
+    async def slow_start(self, req):  # the engine's first token waits until the client has had pings
+        await pinged.wait()
         async for out in real(self, req):
             yield out
 
     monkeypatch.setattr(InstancePool, "generate", slow_start)
-    events = await stream(client, body("Hello"))
+    r = await client.post("/v1/messages", json={**body("Hello"), "stream": True})
+    assert r.status == 200, await r.text()
+    raw = b""
+    while raw.count(b"event: ping\n") < 3:
+        raw += await r.content.readuntil(b"\n\n")
+    pinged.set()
+    raw += await r.content.read()
+    events = parse_sse(raw.decode())
     names = [n for n, _ in events]
     first_block = names.index("content_block_start")
     assert names[0] == "message_start" and names[1:first_block] == ["ping"] * (first_block - 1)
@@ -181,21 +190,19 @@ async def test_pings_while_waiting_for_first_token(make_client: Any, monkeypatch
 
 
 async def test_client_disconnect_mid_stream_frees_request(make_client: Any) -> None:
-    client = await make_client(speedup_ratio=1.0)
+    client = await make_client(speedup_ratio=0.1)
     from dynamo_mono.http.state import STATE
 
     state = client.app[STATE]
-    # LONG_ANSWER takes ~13 s to generate at speedup 1; a disconnect must end it at once.
+    # LONG_ANSWER takes ~130 s to generate at speedup 0.1: ending within the wait's hang guard below means
+    # the disconnect cut it off, however fast or slow the machine.
     r = await client.post("/v1/messages", json=body("LONG_ANSWER", max_tokens=4000, stream=True))
     await r.content.readuntil(b"event: content_block_delta")
     assert state.inflight == 1
     r.close()
     engine = next(iter(state.models.values())).pool.instances[0].engine
-    for _ in range(200):
-        if state.inflight == 0 and engine.load_metrics()[0].running == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert state.inflight == 0 and engine.load_metrics()[0].running == 0
+    await wait_until(lambda: state.inflight == 0 and engine.load_metrics()[0].running == 0,
+                     "the request to end after the disconnect")
 
 
 async def test_no_instance_is_http_503_before_stream(make_client: Any) -> None:

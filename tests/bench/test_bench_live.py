@@ -37,8 +37,9 @@ def test_closed_loop_counts_and_percentiles(server):
     assert r.mean_output_tokens == 16 and r.mean_prompt_tokens == 128  # server's own usage counts
     assert 0 < r.ttft_ms["p50"] <= r.ttft_ms["p90"] <= r.ttft_ms["p99"] <= r.e2e_ms["max"]
     assert r.e2e_ms["p50"] >= r.ttft_ms["p50"]
-    # One gap per text chunk after the first; a token that decodes to an incomplete UTF-8 char joins the next chunk.
-    assert 20 * 10 <= len(r.itl_s) <= 20 * 15
+    # One gap per text chunk after the first: at most one per token after the first. How many tokens share a
+    # chunk depends on timing (outputs are batched when the stream lags), so only the upper bound is exact.
+    assert len(r.itl_s) <= 20 * 15 and all(g >= 0 for g in r.itl_s)
     assert r.goodput_req_per_s == pytest.approx(r.req_per_s)
     assert r.server_cpu_ms_per_req is not None and r.server_cpu_ms_per_req >= 0 and r.client_cpu_ms_per_req > 0
 

@@ -1,10 +1,16 @@
-"""Shared fixtures for mocker tests: a byte-level fake tokenizer and engine/request builders."""
+"""Shared fixtures for mocker tests: a byte-level fake tokenizer, engine/request builders and a virtual clock."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import types
 from typing import Any
 
 import pytest
+
+import mocker.engine
+import mocker.faults
 
 from dynamo_mono.engine import EngineArgs, EngineRequest, SamplingParams, StopConditions
 from mocker.engine import MockerEngine
@@ -63,3 +69,52 @@ def tokens_of(outputs: list) -> list[int]:
 @pytest.fixture
 def tokenizer() -> FakeTokenizer:
     return FakeTokenizer()
+
+
+_SETTLE_HOPS = 5  # event-loop turns a virtual sleep yields before the clock moves
+
+
+class VirtualClock:
+    """Simulated time for the mocker: its sleeps advance this clock at once instead of waiting, so timing
+    behaviour is checked exactly and independently of the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def read(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float, result: Any = None) -> Any:
+        wake = self.now + max(0.0, seconds)
+        # Let the tasks that are ready now (a consumer just handed a token) run first, as they would during
+        # a real sleep, and only then move the clock to this sleeper's wake time (never back: concurrent
+        # sleepers, e.g. two engines' step loops, overlap instead of adding up).
+        for _ in range(_SETTLE_HOPS):
+            await asyncio.sleep(0)
+        self.now = max(self.now, wake)
+        return result
+
+
+class _Asyncio(types.ModuleType):
+    """The asyncio module with sleep replaced by the virtual clock's."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__("asyncio")
+        self.sleep = clock.sleep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """The mocker's step loop, faults and start() run on a VirtualClock for this test."""
+    clock = VirtualClock()
+    fake_time = types.SimpleNamespace(perf_counter=clock.read, monotonic=clock.read, time=time.time)
+    monkeypatch.setattr(mocker.engine, "time", fake_time)
+    monkeypatch.setattr(mocker.engine, "asyncio", _Asyncio(clock))
+    monkeypatch.setattr(mocker.faults, "time", fake_time)
+    return clock

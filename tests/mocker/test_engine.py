@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 
 import pytest
+
+from conformance.waits import wait_until
 
 from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.engine import Engine, EngineError
@@ -14,7 +15,7 @@ from dynamo_mono.kv_events import BlockRemoved, BlockStored
 from mocker.engine import MockerEngine
 from mocker.perf_model import PerfModel
 
-from .conftest import EOS, collect, make_args, make_engine, make_request, tokens_of
+from .conftest import EOS, VirtualClock, collect, make_args, make_engine, make_request, tokens_of
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -49,20 +50,34 @@ async def test_shared_prefix_reports_cached_whole_blocks() -> None:
     assert e.load_metrics()[0].prefix_hit_rate > 0.4
 
 
-async def test_time_to_first_output_grows_with_prompt_length() -> None:
-    e = MockerEngine(make_args(speedup_ratio=1.0, block_size=16), perf_model=small_perf())
+async def _ttft(clock: VirtualClock, e: MockerEngine, req) -> float:
+    """Simulated seconds from submitting req to its first output."""
+    t0 = clock.read()
+    agen = e.generate(req)
+    await agen.__anext__()
+    dt = clock.read() - t0
+    await agen.aclose()
+    return dt
 
-    async def ttft(rid: str, n: int) -> float:
-        t0 = time.perf_counter()
-        agen = e.generate(make_request(rid, prompt_len=n, max_tokens=2))
-        await agen.__anext__()
-        dt = time.perf_counter() - t0
-        await agen.aclose()
-        return dt
 
-    short = await ttft("s", 40)  # ~2 ms of simulated prefill
-    long = await ttft("l", 3000)  # ~150 ms
-    assert long > short + 0.1
+async def test_time_to_first_output_grows_with_prompt_length(virtual_clock: VirtualClock) -> None:
+    perf = small_perf()
+
+    def engine() -> MockerEngine:  # a fresh one per request: no step in progress, no cached prefix
+        return MockerEngine(make_args(speedup_ratio=1.0, block_size=16), perf_model=perf)
+
+    short = await _ttft(virtual_clock, engine(), make_request("s", prompt_len=40, max_tokens=2))
+    long = await _ttft(virtual_clock, engine(), make_request("l", prompt_len=3000, max_tokens=2))
+    # exactly one prefill step each (the budget holds the whole prompt), in simulated time
+    assert short == pytest.approx(perf.step_ms([(40, 0, 1.0)], 0, 0) / 1000)  # 2 ms
+    assert long == pytest.approx(perf.step_ms([(3000, 0, 1.0)], 0, 0) / 1000)  # 150 ms
+
+
+async def test_speedup_ratio_divides_simulated_time(virtual_clock: VirtualClock) -> None:
+    perf = small_perf()
+    e = MockerEngine(make_args(speedup_ratio=4.0, block_size=16), perf_model=perf)
+    ttft = await _ttft(virtual_clock, e, make_request("x", prompt_len=1000, max_tokens=2))
+    assert ttft == pytest.approx(perf.step_ms([(1000, 0, 1.0)], 0, 0) / 1000 / 4)
 
 
 async def test_same_seed_gives_same_tokens_and_other_seed_differs() -> None:
@@ -129,10 +144,7 @@ async def test_cancellation_frees_blocks_immediately() -> None:
             pass
 
     task = asyncio.create_task(consume())
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if e.load_metrics()[0].running:
-            break
+    await wait_until(lambda: e.load_metrics()[0].running, "the request to run")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -206,7 +218,7 @@ async def test_queueing_visible_in_load_metrics() -> None:
     e = make_engine(max_num_seqs=2, block_size=4)
     gens = [e.generate(make_request(f"q{i}", prompt_len=8, max_tokens=10_000)) for i in range(5)]
     tasks = [asyncio.create_task(g.__anext__()) for g in gens]
-    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # a first token: the engine has stepped
     m = e.load_metrics()[0]
     assert m.running == 2 and m.waiting == 3
     for t in tasks:
@@ -266,7 +278,7 @@ async def test_server_level_fail_after_only_on_listed_instances() -> None:
     assert b[-1].finish_reason == "length" and len(tokens_of(b)) == 20
 
 
-async def test_crash_fails_everything_until_duration_passes() -> None:
+async def test_crash_fails_everything_until_duration_passes(virtual_clock: VirtualClock) -> None:
     e = make_engine(mocker_crash_duration=0.3, block_size=4)
     batches = []
     e.set_kv_event_sink(batches.append)
@@ -282,7 +294,9 @@ async def test_crash_fails_everything_until_duration_passes() -> None:
     assert e.load_metrics()[0].kv_active_blocks == 0
     assert e.kv_snapshot()[0].events == []
     assert type(batches[-1].events[-1]).__name__ == "AllBlocksCleared"
-    await asyncio.sleep(0.35)
+    virtual_clock.advance(0.29)
+    assert not e.healthy()
+    virtual_clock.advance(0.02)
     assert e.healthy()
     after = await collect(e, make_request("after", max_tokens=3))
     assert after[-1].finish_reason == "length"
@@ -296,29 +310,23 @@ async def test_recover_annotation_clears_crash() -> None:
     assert e.healthy() and outs[-1].finish_reason == "length"
 
 
-async def test_stall_pauses_stepping() -> None:
-    e = make_engine()
-    t0 = time.perf_counter()
+async def test_stall_pauses_stepping(virtual_clock: VirtualClock) -> None:
+    e = make_engine()  # speedup 0: steps take no simulated time, only the stall does
+    t0 = virtual_clock.read()
     outs = await collect(e, make_request("st", max_tokens=3, annotations=["mocker.stall=0.3"]))
-    assert time.perf_counter() - t0 >= 0.29
+    assert virtual_clock.read() - t0 == pytest.approx(0.3)
     assert outs[-1].finish_reason == "length"
 
 
-async def test_slow_prefill_stretches_time_to_first_token() -> None:
-    e = MockerEngine(make_args(speedup_ratio=1.0), perf_model=small_perf())
+async def test_slow_prefill_stretches_time_to_first_token(virtual_clock: VirtualClock) -> None:
+    def engine() -> MockerEngine:  # a fresh one per request: no step in progress, no cached prefix
+        return MockerEngine(make_args(speedup_ratio=1.0), perf_model=small_perf())  # no fixed prefill cost
 
-    async def ttft(req) -> float:
-        t0 = time.perf_counter()
-        agen = e.generate(req)
-        await agen.__anext__()
-        dt = time.perf_counter() - t0
-        await agen.aclose()
-        return dt
-
-    normal = await ttft(make_request("n", prompt_len=1000, max_tokens=2))  # ~50 ms
-    other_prompt = [(i * 11 + 1) % 250 for i in range(1000)]  # not a prefix-cache hit
-    slow = await ttft(make_request("s", other_prompt, max_tokens=2, annotations=["mocker.slow_prefill=4"]))
-    assert slow > normal + 0.1
+    normal = await _ttft(virtual_clock, engine(), make_request("n", prompt_len=1000, max_tokens=2))
+    slow = await _ttft(virtual_clock, engine(), make_request("s", prompt_len=1000, max_tokens=2,
+                                                             annotations=["mocker.slow_prefill=4"]))
+    assert normal == pytest.approx(0.05)  # 1000 tokens x 0.05 ms
+    assert slow == pytest.approx(4 * normal)
 
 
 async def test_prompt_too_big_for_pool_is_an_error_not_a_hang() -> None:
@@ -332,17 +340,18 @@ async def test_outputs_batch_tokens_when_consumer_lags() -> None:
     e = make_engine()
     agen = e.generate(make_request("lag", max_tokens=30))
     first = await agen.__anext__()
-    await asyncio.sleep(0.05)  # let many steps run at speedup 0
+    seq = e.requests["lag"][0]
+    await wait_until(lambda: len(seq.pending) > 1, "steps to run while the consumer is not reading")
     second = await agen.__anext__()
     assert len(first.token_ids) >= 1 and len(second.token_ids) > 1
     await agen.aclose()
 
 
-async def test_start_sleeps_startup_time_and_stop_fails_inflight() -> None:
+async def test_start_sleeps_startup_time_and_stop_fails_inflight(virtual_clock: VirtualClock) -> None:
     e = make_engine(startup_time=0.2)
-    t0 = time.perf_counter()
+    t0 = virtual_clock.read()
     await e.start()
-    assert time.perf_counter() - t0 >= 0.19
+    assert virtual_clock.read() - t0 == pytest.approx(0.2)
     agen = e.generate(make_request("x", max_tokens=100_000))
     await agen.__anext__()
     await e.stop()

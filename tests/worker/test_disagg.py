@@ -67,7 +67,7 @@ def test_disaggregated_workers_match_aggregated_tokens(transport):
         assert got == expected
         # The decode worker saw none of these prompts, so any prefix hit there came through the transfer.
         # (load reports arrive with the 0.5 s heartbeat)
-        wait_until(lambda: max(_engine_hit_rate(server.url, i["worker_id"]) for i in insts) > 0.5, 3,
+        wait_until(lambda: max(_engine_hit_rate(server.url, i["worker_id"]) for i in insts) > 0.5, 30,
                    "the decode worker to report prefix hits on the pulled blocks")
         assert "prefilling locally" not in decode.log()
     finally:
