@@ -24,7 +24,7 @@ from dynamo_mono.engine import (
     StopConditions,
 )
 from dynamo_mono.http.errors import to_api_error
-from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest, ServingError
+from dynamo_mono.serving.errors import ContextLengthExceeded
 from dynamo_mono.router import ROUTER_OPTIONS, Router
 from dynamo_mono.serving.pool import Instance, InstancePool, engine_priority, kv_blocks_needed
 

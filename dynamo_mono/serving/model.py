@@ -61,17 +61,18 @@ class ServedModel:
     @property
     def reasoning_parser(self) -> str | None:
         """The operator's parser, else the one the instances announce in their cards, else the model files'."""
-        if self.explicit_reasoning_parser is not None:
-            return self.explicit_reasoning_parser
-        card = self.pool.card()
-        return (card.reasoning_parser if card is not None and card.reasoning_parser else self.info.reasoning_parser)
+        return self._parser("reasoning_parser", self.explicit_reasoning_parser)
 
     @property
     def tool_call_parser(self) -> str | None:
-        if self.explicit_tool_call_parser is not None:
-            return self.explicit_tool_call_parser
+        return self._parser("tool_call_parser", self.explicit_tool_call_parser)
+
+    def _parser(self, attr: str, explicit: str | None) -> str | None:
+        if explicit is not None:
+            return explicit
         card = self.pool.card()
-        return (card.tool_call_parser if card is not None and card.tool_call_parser else self.info.tool_call_parser)
+        announced = getattr(card, attr) if card is not None else None
+        return announced or getattr(self.info, attr)
 
     @property
     def block_size(self) -> int:

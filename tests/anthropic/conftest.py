@@ -10,11 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dynamo_mono.cli import serve_options
-from dynamo_mono.config import resolve
-from dynamo_mono.http.app import create_app
 from dynamo_mono.plugins import get_plugins
-from dynamo_mono.server import build_state, stop_engines
+from tests.app_builder import build_test_app
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "script.json")
 MODEL = "tiny-chatml"
@@ -32,15 +29,7 @@ async def build_app(**overrides: Any) -> web.Application:
     opts = {"speedup_ratio": 0.0, "mocker_output": f"script:{SCRIPT}", "reasoning_parser": "basic",
             "tool_call_parser": "hermes", "log_level": "warning"}
     opts.update(overrides)
-    settings = resolve(serve_options(plugins), opts, env={})
-    state = await build_state(settings, plugins)
-    app = create_app(state)
-
-    async def _stop(_: web.Application) -> None:
-        await stop_engines(state)
-
-    app.on_cleanup.append(_stop)
-    return app
+    return await build_test_app(plugins, opts)
 
 
 MakeClient = Callable[..., Awaitable[TestClient]]

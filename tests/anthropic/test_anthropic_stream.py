@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dynamo_mono.http import anthropic_routes, generate
+from dynamo_mono.http import generate
 from dynamo_mono.http.anthropic_routes import thinking_signature
 from conformance.waits import wait_until
 from tests.anthropic.conftest import TIME_TOOL, WEATHER_TOOL, body, parse_sse

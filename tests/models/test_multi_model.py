@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from tests.models.tiny_models import small_bpe_model_dir
-from tests.worker.harness import TOKEN, get_json, start_server, start_worker, wait_until
+from tests.worker.harness import get_json, start_server, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

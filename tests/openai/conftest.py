@@ -12,14 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dynamo_mono.cli import serve_options
-from dynamo_mono.config import resolve
 from dynamo_mono.engine import EngineArgs, EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
 from dynamo_mono.hookspecs import hookimpl
-from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.plugins import Plugins
-from dynamo_mono.server import build_state, stop_engines
+from tests.app_builder import build_test_app
 
 MODEL = "tiny-chatml"
 WEATHER_TOOL = {"type": "function", "function": {
@@ -149,15 +146,7 @@ async def build_app(engine: str = "scripted", **overrides: Any) -> web.Applicati
     if engine == "mocker":
         opts["speedup_ratio"] = 0.0
     opts.update(overrides)
-    settings = resolve(serve_options(PLUGINS), opts, env={})
-    state = await build_state(settings, PLUGINS)
-    app = create_app(state)
-
-    async def _stop(_: web.Application) -> None:
-        await stop_engines(state)
-
-    app.on_cleanup.append(_stop)
-    return app
+    return await build_test_app(PLUGINS, opts)
 
 
 def per_choice(*scripts: Script) -> Script:
