@@ -112,31 +112,29 @@ async def _stream(request: web.Request, state: ServerState, gen: Generation, enc
     pending: asyncio.Future | None = None
     stream: EventStream | None = None
     try:
-        pending = await _first_pull(it)
+        ping = enc.ping
+        if ping is not None:  # keep-alive protocol: refusals still become a status, then ping until output
+            pending = await _first_pull(it)
         stream = await open_stream(request)
         send = stream.send
         head = enc.open(gen)
         if head:
             await send(head)
         async with asyncio.timeout(state.settings.request_timeout):
-            ping = enc.ping
-            while True:  # until the first token: wait on the pull (pinging if the protocol keeps alive)
+            while pending is not None:  # until the first token: wait on the pull, pinging meanwhile
                 task = pending
-                if ping is not None:
-                    while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
-                        await send(ping)
-                try:
-                    step = await task
-                except StopAsyncIteration:
-                    pending = None
-                    break
+                while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
+                    await send(ping)
                 pending = None
+                try:
+                    step = task.result()
+                except StopAsyncIteration:
+                    break
                 data = enc.step(step)
                 if data:
                     await send(data)
-                if step.num_tokens or step.finish_reason is not None:
-                    break
-                pending = asyncio.ensure_future(it.__anext__())
+                if not step.num_tokens and step.finish_reason is None:
+                    pending = asyncio.ensure_future(it.__anext__())
             step_of = enc.step
             async for step in it:
                 data = step_of(step)

@@ -148,6 +148,10 @@ class BlockMembership:
         slot = self.slot_of.get(key)
         return set() if slot is None else set(self.holds[slot])  # type: ignore[arg-type]
 
+    def held_counts(self) -> dict[InstanceKey, int]:
+        """Blocks indexed per instance."""
+        return {key: len(self.holds[slot] or ()) for key, slot in self.slot_of.items()}
+
 
 class _InstanceState:
     """Per-instance event bookkeeping: last event id and how its engine's hashes map to ours."""

@@ -60,9 +60,11 @@ class RouterMetrics:
     """One router's metric state; `loads` returns the live per-instance load objects."""
 
     def __init__(self, registry: CollectorRegistry, model: str,
-                 loads: Callable[[], dict[InstanceKey, object]]) -> None:
+                 loads: Callable[[], dict[InstanceKey, object]],
+                 indexed: Callable[[], dict[InstanceKey, int]] | None = None) -> None:
         self.model = model
         self.loads = loads
+        self.indexed = indexed  # blocks the KV index holds per event-fed instance (at scrape time)
         self.requests: dict[InstanceKey, int] = {}
         self.hit_rate = FastHistogram(HIT_RATE_BUCKETS)
         self.overhead = {name: FastHistogram(OVERHEAD_BUCKETS_MS) for name in _OVERHEAD}
@@ -107,6 +109,9 @@ class _RouterCollector:
                 for n, doc in _OVERHEAD.items()}
         load = {n: GaugeMetricFamily(f"dynamo_component_router_{n}", doc, labels=inst_labels)
                 for n, doc in _LOAD.items()}
+        indexed = GaugeMetricFamily("dynamo_component_router_kv_indexed_blocks",
+                                    "KV blocks the router's index holds for the instance (from its KV events)",
+                                    labels=inst_labels)
         for v in views:
             for (wid, rank), n in list(v.requests.items()):
                 req.add_metric([v.model, str(wid), str(rank)], n)
@@ -118,10 +123,14 @@ class _RouterCollector:
                 load["active_decode_blocks"].add_metric(labels, ld.decode_blocks)  # type: ignore[attr-defined]
                 load["active_prefill_tokens"].add_metric(labels, ld.prefill_tokens)  # type: ignore[attr-defined]
                 load["active_requests"].add_metric(labels, ld.requests)  # type: ignore[attr-defined]
+            if v.indexed is not None:
+                for (wid, rank), n in v.indexed().items():
+                    indexed.add_metric([v.model, str(wid), str(rank)], n)
         yield req
         yield hit
         yield from over.values()
         yield from load.values()
+        yield indexed
 
 
 _COLLECTORS: "weakref.WeakKeyDictionary[CollectorRegistry, _RouterCollector]" = weakref.WeakKeyDictionary()

@@ -74,7 +74,8 @@ class Router:
         )
         self.selector = KvSelector(block_size, settings.router_kv_overlap_score_weight,
                                    settings.router_temperature, self.rng)
-        self.metrics = RouterMetrics(registry, model, lambda: self.active.loads)
+        self.metrics = RouterMetrics(registry, model, lambda: self.active.loads,
+                                     indexed=lambda: self.indexer.core.held_counts())
         self._instances: dict[InstanceKey, bool] = {}  # key -> predicted (approximate) cache state
         self._keys: tuple[InstanceKey, ...] = ()  # join order, for round-robin and cheap iteration
         self._pos: dict[InstanceKey, int] = {}  # key -> index in _keys

@@ -22,9 +22,12 @@ def workload(seed: int = 3, n: int = 16, vocab: tuple[int, int] = (10, 2600)) ->
             for _ in range(n)]
 
 
-async def run_sequence(engine, prompts: list[list[int]], max_tokens: int) -> tuple[list[KvEventBatch], list[list[int]]]:
-    """Requests one after another (each finishes first); returns the KV event batches and full sequences."""
+async def run_sequence(engine, prompts: list[list[int]], max_tokens: int,
+                       block_size: int) -> tuple[list[KvEventBatch], list[list[int]]]:
+    """Requests one after another (each finishes and its KV events arrive first); returns the KV event batches
+    and full sequences."""
     import asyncio
+    import time
 
     batches: list[KvEventBatch] = []
     engine.set_kv_event_sink(batches.append)
@@ -36,10 +39,24 @@ async def run_sequence(engine, prompts: list[list[int]], max_tokens: int) -> tup
         async for o in engine.generate(req):
             out.extend(o.token_ids)
             assert o.finish_reason in (None, "length"), o
-        seqs.append(list(prompt) + out)
-        await asyncio.sleep(0.15)  # let the step's events arrive (vLLM publishes from another process)
+        seq = list(prompt) + out
+        seqs.append(seq)
+        # vLLM publishes from another process: wait for the store of the sequence's last full block (its
+        # output makes it new), with a deadline only as a hang guard
+        end = (len(seq) - 1) // block_size * block_size
+        last = seq[end - block_size:end]
+        deadline = time.monotonic() + 30
+        while not _stored(batches, last, block_size):
+            assert time.monotonic() < deadline, f"no KV event for the last block of request {i}"
+            await asyncio.sleep(0.01)
     engine.set_kv_event_sink(None)
     return batches, seqs
+
+
+def _stored(batches: list[KvEventBatch], block: list[int], block_size: int) -> bool:
+    return any(isinstance(ev, BlockStored) and any(ev.token_ids[j * block_size:(j + 1) * block_size] == block
+                                                   for j in range(len(ev.block_hashes)))
+               for b in batches for ev in b.events)
 
 
 def labelled_events(batches: list[KvEventBatch], seqs: list[list[int]], block_size: int) -> list[tuple]:

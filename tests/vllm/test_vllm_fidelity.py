@@ -29,7 +29,7 @@ async def test_mocker_kv_events_agree_with_vllm(tiny_model, capsys):
     vllm_engine = VllmEngine(_args({**common, "dtype": "float32", "enforce_eager": True}, str(tiny_model)))
     await vllm_engine.start()
     try:
-        v_batches, v_seqs = await run_sequence(vllm_engine, prompts, MAX_TOKENS)
+        v_batches, v_seqs = await run_sequence(vllm_engine, prompts, MAX_TOKENS, BLOCK_SIZE)
         v_snapshot = vllm_engine.kv_snapshot()
     finally:
         await vllm_engine.stop()
@@ -37,7 +37,7 @@ async def test_mocker_kv_events_agree_with_vllm(tiny_model, capsys):
     mocker = MockerEngine(_args({**common, "num_gpu_blocks_override": NUM_BLOCKS - 1, "speedup_ratio": 0.0},
                                 str(tiny_model)))
     await mocker.start()
-    m_batches, m_seqs = await run_sequence(mocker, prompts, MAX_TOKENS)
+    m_batches, m_seqs = await run_sequence(mocker, prompts, MAX_TOKENS, BLOCK_SIZE)
     await mocker.stop()
 
     v_events = labelled_events(v_batches, v_seqs, BLOCK_SIZE)
