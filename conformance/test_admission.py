@@ -45,8 +45,10 @@ async def test_urgent_requests_overtake_a_full_queue(make_server) -> None:
     async with aiohttp.ClientSession() as s:
         blocker = await _hold_slot(s, srv.url)
         # Each waiter, once admitted, holds the slot itself: exactly one is admitted per released slot.
-        waiters = {f"low{i}": asyncio.create_task(_hold_slot(s, srv.url, priority=5)) for i in range(4)}
-        await wait_for_metric(srv.url, QUEUED, lambda v: v == 4)  # the low ones queue in arrival order
+        waiters = {}
+        for i in range(4):  # one at a time, so their arrival order is known
+            waiters[f"low{i}"] = asyncio.create_task(_hold_slot(s, srv.url, priority=5))
+            await wait_for_metric(srv.url, QUEUED, lambda v, n=i + 1: v == n)
         waiters["urgent"] = asyncio.create_task(_hold_slot(s, srv.url, priority=-5))
         await wait_for_metric(srv.url, QUEUED, lambda v: v == 5)
 
