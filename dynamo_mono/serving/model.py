@@ -95,7 +95,7 @@ class ServedModel:
         template = self.info.chat_template
         if template is None:
             raise InvalidRequest(f"model '{self.name}' has no chat template; use /v1/completions "
-                           "or start the server with --chat-template")
+                                 "or start the server with --chat-template")
         kwargs = dict(template_kwargs or {})
         for reserved in ("messages", "tools", "add_generation_prompt", "documents"):
             kwargs.pop(reserved, None)
@@ -124,16 +124,17 @@ class ServedModel:
         """max_tokens after the context check: 400 with both numbers when the request cannot fit."""
         ctx = self.max_model_len
         if prompt_len >= ctx:
-            raise ContextLengthExceeded(f"This model's maximum context length is {ctx} tokens. However, your prompt "
-                           f"has {prompt_len} tokens, leaving no room for output.", param="messages")
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {ctx} tokens. However, your prompt has {prompt_len} "
+                f"tokens, leaving no room for output.", param="messages")
         if p.max_tokens is None:
             mt = ctx - prompt_len
             return min(mt, cap) if cap is not None else mt
         if cap is not None and p.max_tokens > cap:
             raise InvalidRequest(f"max_tokens={p.max_tokens} exceeds the server limit of {cap}", param="max_tokens")
         if prompt_len + p.max_tokens > ctx:
-            raise ContextLengthExceeded(f"This model's maximum context length is {ctx} tokens. However, you requested "
-                           f"{prompt_len + p.max_tokens} tokens ({prompt_len} in the prompt, {p.max_tokens} "
-                           f"for the completion). Please reduce the prompt or max_tokens.",
-                           param="max_tokens")
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {ctx} tokens. However, you requested "
+                f"{prompt_len + p.max_tokens} tokens ({prompt_len} in the prompt, {p.max_tokens} for the completion). "
+                f"Please reduce the prompt or max_tokens.", param="max_tokens")
         return p.max_tokens

@@ -93,13 +93,13 @@ def check_limits(p: GenParams, *, max_n: int, max_stops: int, max_top_logprobs: 
     longest = max(map(len, p.stop), default=0)
     if longest > max_stop_chars:
         raise InvalidRequest(f"a stop sequence of {longest} characters exceeds the limit of {max_stop_chars}",
-                       param="stop")
+                             param="stop")
     if p.logprobs is not None and p.logprobs > max_top_logprobs:
         raise InvalidRequest(f"top_logprobs={p.logprobs} exceeds the limit of {max_top_logprobs}",
-                       param="top_logprobs")
+                             param="top_logprobs")
     if p.max_tokens is not None and p.min_tokens > p.max_tokens:
         raise InvalidRequest(f"min_tokens={p.min_tokens} is larger than max_tokens={p.max_tokens}",
-                       param="min_tokens")
+                             param="min_tokens")
 
 
 def check_capabilities(p: GenParams, card: ModelCard | None) -> None:
