@@ -105,7 +105,9 @@ class OutputAssembler:
 
     def _count(self, step: Step) -> None:
         n = step.num_tokens
-        r, other = len(step.reasoning), len(step.content) + sum(len(d.arguments) + 1 for d in step.tool_calls)
+        r, other = len(step.reasoning), len(step.content)
+        if step.tool_calls:
+            other += sum(len(d.arguments) + 1 for d in step.tool_calls)
         if not r and not other:
             self._pending_tokens += n
             return

@@ -360,11 +360,16 @@ class _Untagged:
     def __init__(self, exc: ValidationError) -> None:
         self.exc = exc
 
+    _TAGS = frozenset({*ITEM_TYPES, *_PART_TYPES, "text", "json_schema", "json_object"})
+
     def errors(self, **kw: Any) -> list[dict]:
         out = []
         for e in self.exc.errors(**kw):
-            loc = tuple(p for p in e.get("loc", ()) if p not in ITEM_TYPES and p not in _PART_TYPES)
-            out.append({**e, "loc": loc})
+            loc = e.get("loc", ())
+            # a tag follows a list index (items, parts) or the `format` field; a field of that name does not
+            keep = [p for k, p in enumerate(loc)
+                    if not (p in self._TAGS and k and (isinstance(loc[k - 1], int) or loc[k - 1] == "format"))]
+            out.append({**e, "loc": tuple(keep)})
         return out
 
 
@@ -504,8 +509,9 @@ def items_to_messages(items: list[dict], instructions: str | None, *, first: int
             msg["reasoning_content"] = msg.get("reasoning_content", "") + text
         elif kind == "function_call":
             calls[it["call_id"]] = it["name"]
-            assistant(False).setdefault("tool_calls", []).append(
-                {"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}})
+            fn = {"name": it["name"], "arguments": it["arguments"]}
+            assistant(False).setdefault("tool_calls", []).append({"id": it["call_id"], "type": "function",
+                                                                  "function": fn})
         else:  # function_call_output
             name = calls.get(it["call_id"])
             if name is None:

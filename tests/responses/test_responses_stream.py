@@ -128,8 +128,8 @@ async def test_refused_stream_is_a_status_and_not_stored(make_server) -> None:
 
 
 def test_parse_events_rejects_a_gap_in_sequence_numbers() -> None:
-    good = 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"m","output_index":0,' \
-           '"content_index":0,"delta":"a","logprobs":[],"sequence_number":%d}\n\n'
+    good = ('event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"m",'
+            '"output_index":0,"content_index":0,"delta":"a","logprobs":[],"sequence_number":%d}\n\n')
     assert len(parse_events(good % 0 + good % 1)) == 2
     with pytest.raises(AssertionError):
         parse_events(good % 0 + good % 2)
