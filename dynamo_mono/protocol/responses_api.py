@@ -226,6 +226,15 @@ class TextConfig(_Strict):
 
 class StreamOptions(_Strict):
     include_obfuscation: StrictBool = False
+    # a chat-completions field some clients (aiperf) send: usage is always in response.completed
+    include_usage: StrictBool = True
+
+    @field_validator("include_usage")
+    @classmethod
+    def _usage_always(cls, v: bool) -> bool:
+        if not v:
+            raise _bad("usage is always reported in response.completed; include_usage=false is not supported")
+        return v
 
     @field_validator("include_obfuscation")
     @classmethod

@@ -60,6 +60,7 @@ BAD: list[tuple[dict, str, str | None]] = [
     (request(temperature=3.0), "temperature", "temperature"),
     (request(metadata={f"k{i}": "v" for i in range(17)}), "at most 16", "metadata"),
     (request(stream_options={"include_obfuscation": True}), "obfuscation", "stream_options.include_obfuscation"),
+    (request(stream_options={"include_usage": False}), "usage is always reported", "stream_options.include_usage"),
     (request(seed=1), "Unrecognized request argument supplied: seed", "seed"),
     (request(n=2), "Unrecognized request argument supplied: n", "n"),
 ]
