@@ -95,6 +95,18 @@ class OutputAssembler:
         for d in step.tool_calls:
             self._tool(d)
 
+    def stream_step(self, step: Step) -> bytes:
+        """add() and take(); the common step (more text of the open message) is one event built directly."""
+        text = step.content
+        if self.kind == "message" and text and not step.reasoning and not step.tool_calls:
+            self._count(step)
+            self._parts.append(text)
+            data = self._text_pre + orjson.dumps(text) + b',"sequence_number":%d}\n\n' % self.seq
+            self.seq += 1
+            return data
+        self.add(step)
+        return self.take() if self.out else b""
+
     def finish(self, status: str = "completed") -> None:
         """Close the open item with `status` (completed, or incomplete when the output was cut)."""
         self._close(status)

@@ -151,9 +151,7 @@ class ResponseStream:
                 + self.out.event("response.in_progress", {"response": snap}))
 
     def step(self, step: Step) -> bytes:
-        out = self.out
-        out.add(step)
-        return out.take() if out.out else b""
+        return self.out.stream_step(step)
 
     def close(self, gen: Generation) -> bytes:
         _settle(self.store, self.rec, self.out, gen)
