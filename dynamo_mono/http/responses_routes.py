@@ -9,7 +9,6 @@ one request path (serve_generation, endpoint label "responses"), and its Steps b
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +28,6 @@ from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.params import GenParams
 from dynamo_mono.serving.responses_store import ResponsesStore, StoredResponse
 
-log = logging.getLogger("dynamo_mono.responses")
 STORE: web.AppKey[ResponsesStore] = web.AppKey("responses_store", ResponsesStore)
 ENDPOINT = "responses"
 # Chat-pipeline parameter names → the Responses field a client set.

@@ -177,7 +177,15 @@ class AllowedTools(_Strict):
         return v
 
 
-ToolChoice = Union[Literal["none", "auto", "required"], NamedFunction, AllowedTools]
+def _choice_kind(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "mode"
+    return v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+
+
+ToolChoice = Annotated[Union[Annotated[Literal["none", "auto", "required"], Tag("mode")],
+                             Annotated[NamedFunction, Tag("function")], Annotated[AllowedTools, Tag("allowed_tools")]],
+                       Discriminator(_choice_kind)]
 
 
 class Reasoning(_Strict):
@@ -292,6 +300,12 @@ class ResponsesRequest(_Strict):
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
 
+    @field_validator("store", "background", "stream", "parallel_tool_calls", mode="before")
+    @classmethod
+    def _null_is_default(cls, v: Any, info: Any) -> Any:
+        """The SDK types these Optional: an explicit null means the default."""
+        return cls.model_fields[info.field_name].default if v is None else v
+
     @field_validator("input", mode="before")
     @classmethod
     def _input(cls, v: Any) -> Any:
@@ -325,6 +339,8 @@ class ResponsesRequest(_Strict):
     @field_validator("tool_choice", mode="before")
     @classmethod
     def _tool_choice(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, (str, dict)):
+            raise _bad("tool_choice must be 'none', 'auto', 'required' or an object")
         if isinstance(v, dict) and v.get("type") not in ("function", "allowed_tools"):
             raise _bad(f"tool_choice type {v.get('type')!r} is not supported by this server "
                        "(none, auto, required, a function or allowed_tools)")
@@ -369,15 +385,17 @@ class _Untagged:
     def __init__(self, exc: ValidationError) -> None:
         self.exc = exc
 
-    _TAGS = frozenset({*ITEM_TYPES, *_PART_TYPES, "text", "json_schema", "json_object"})
+    _TAGS = frozenset({*ITEM_TYPES, *_PART_TYPES, "text", "json_schema", "json_object", "mode", "function",
+                       "allowed_tools"})
+    _TAGGED = ("format", "tool_choice")  # fields whose value is a tagged union
 
     def errors(self, **kw: Any) -> list[dict]:
         out = []
         for e in self.exc.errors(**kw):
             loc = e.get("loc", ())
-            # a tag follows a list index (items, parts) or the `format` field; a field of that name does not
+            # a tag follows a list index (items, parts) or a tagged field; a field of that name does not
             keep = [p for k, p in enumerate(loc)
-                    if not (p in self._TAGS and k and (isinstance(loc[k - 1], int) or loc[k - 1] == "format"))]
+                    if not (p in self._TAGS and k and (isinstance(loc[k - 1], int) or loc[k - 1] in self._TAGGED))]
             out.append({**e, "loc": tuple(keep)})
         return out
 

@@ -178,3 +178,11 @@ async def test_metrics_use_the_responses_endpoint_label(server: Server) -> None:
     text = await (await server.client.get("/metrics")).text()
     assert any('endpoint="responses"' in line and 'status="success"' in line
                for line in text.splitlines() if "requests_total{" in line)
+
+
+async def test_explicit_nulls_mean_the_defaults(server: Server) -> None:
+    status, body = await server.post(RESPONSES, request(store=None, background=None, stream=None,
+                                                        parallel_tool_calls=None, tool_choice=None, instructions=None))
+    assert status == 200, body
+    assert (body["store"], body["background"], body["parallel_tool_calls"], body["tool_choice"]) == (
+        True, False, True, "auto")

@@ -43,6 +43,12 @@ BAD: list[tuple[dict, str, str | None]] = [
     (request(tools=[WEATHER], tool_choice={"type": "function", "name": "nope"}), "'nope', which is not in tools",
      "tool_choice.name"),
     (request(tools=[WEATHER], tool_choice={"type": "web_search_preview"}), "tool_choice type", "tool_choice"),
+    (request(tools=[WEATHER], tool_choice={"type": "function"}), "Missing required parameter", "tool_choice.name"),
+    (request(tools=[WEATHER], tool_choice="sometimes"), "'none', 'auto' or 'required'", "tool_choice"),
+    (request(tools=[WEATHER], tool_choice=3), "'none', 'auto', 'required' or an object", "tool_choice"),
+    (request(tools=[WEATHER], tool_choice={"type": "allowed_tools", "mode": "auto", "tools": [
+        {"type": "function", "name": "nope"}]}), "'nope', which is not in tools", "tool_choice.tools.0.name"),
+    (request(store=None, background=True, stream=True), "'background' with 'stream'", None),
     (request(include=["reasoning.encrypted_content"]), "'include'", None),
     (request(truncation="auto"), "truncation 'auto' is not supported", None),
     (request(service_tier="flex"), "service tiers other than", None),
