@@ -80,6 +80,14 @@ LIFECYCLE_OPTIONS = [
            min=0),
 ]
 
+RESPONSES_OPTIONS = [
+    Option("responses_store_size", int, 1024, "Most responses kept for GET /v1/responses/{id} and "
+           "previous_response_id (finished ones are evicted oldest first; running ones never).",
+           group="responses", min=1),
+    Option("responses_store_ttl", float, 3600.0, "Seconds a finished stored response is kept.", group="responses",
+           min=0, min_exclusive=True),
+]
+
 CONFIG_OPTIONS = [
     Option("config", str, None, "YAML file listing the models to serve (name, engine, model, kind, instances, "
            "parsers, and the engine's own options under `options`); replaces the single-model flags.",
@@ -87,4 +95,4 @@ CONFIG_OPTIONS = [
 ]
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
-                              *SERVER_WORKER_OPTIONS]
+                              *RESPONSES_OPTIONS, *SERVER_WORKER_OPTIONS]

@@ -133,7 +133,7 @@ def make_cors(origins: str | None):
         request.setdefault(RESPONSE_HEADERS, {}).update({
             "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
             "Access-Control-Allow-Headers": "Authorization, Content-Type, x-api-key, x-request-id, anthropic-version",
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
             "Vary": "Origin",
         })
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
