@@ -176,6 +176,7 @@ class ModelCard:
     kind: str = "chat"
     embedding_dim: int | None = None  # embedding instances: the length of the vectors embed() returns
     matryoshka: bool = False  # embedding instances: `dimensions` (truncate + renormalise) is meaningful
+    matryoshka_dimensions: list[int] | None = None  # the only `dimensions` the model was trained for (None = any)
 
     def __post_init__(self) -> None:
         if self.disaggregation_mode not in DISAGGREGATION_MODES:

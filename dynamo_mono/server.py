@@ -74,10 +74,6 @@ async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedMod
         reg = engine_registration(state.plugins, spec, need_installed=spec.instances > 0)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
-    if spec.kind != "chat":
-        given = [k for k in ("chat_template", "reasoning_parser", "tool_call_parser") if getattr(spec, k) is not None]
-        if given:
-            raise ConfigError(f"{label}: {', '.join(given)} apply to chat models only, not to a {spec.kind} model")
     info = load_model(spec)
     if info.name in state.models:
         raise ConfigError(f"{label}: the name {info.name!r} is already served; give each model a distinct name")

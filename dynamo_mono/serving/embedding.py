@@ -48,6 +48,10 @@ def check_dimensions(model: ServedModel, dimensions: int | None) -> int | None:
     if not card.matryoshka:
         raise InvalidRequest(f"model '{model.name}' does not support dimensions other than its {full} (it is not a "
                              f"Matryoshka model)", param="dimensions")
+    allowed = card.matryoshka_dimensions
+    if allowed and dimensions not in allowed:
+        raise InvalidRequest(f"model '{model.name}' supports dimensions {sorted(allowed)} only, not {dimensions}",
+                             param="dimensions")
     return dimensions
 
 

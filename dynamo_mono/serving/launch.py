@@ -24,6 +24,10 @@ def engine_registration(plugins: Any, spec: ModelSpec, *, need_installed: bool =
     if spec.kind not in reg.kinds:
         raise ConfigError(f"engine {spec.engine!r} does not serve {spec.kind} models (it serves: "
                           f"{', '.join(reg.kinds)}); pick an engine registered for kind {spec.kind!r}")
+    if spec.kind != "chat":
+        given = [k for k in ("chat_template", "reasoning_parser", "tool_call_parser") if getattr(spec, k) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to chat models only, not to a {spec.kind} model")
     missing = reg.missing() if need_installed else []
     if missing:
         hint = f"; install with: {reg.install_hint}" if reg.install_hint else ""
