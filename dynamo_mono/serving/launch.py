@@ -27,7 +27,7 @@ def engine_registration(plugins: Any, spec: ModelSpec, *, need_installed: bool =
     if spec.kind != "chat":
         given = [k for k in ("chat_template", "reasoning_parser", "tool_call_parser") if getattr(spec, k) is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)} apply to chat models only, not to a {spec.kind} model")
+            raise ConfigError(f"{', '.join(given)} apply to chat models only, not to {spec.kind} models")
     missing = reg.missing() if need_installed else []
     if missing:
         hint = f"; install with: {reg.install_hint}" if reg.install_hint else ""
