@@ -15,6 +15,7 @@ alone); a step takes the perf model's prefill time of its inputs, divided by --s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,34 +33,44 @@ _CATCH_UP_S = 0.003
 
 
 class HashedEmbedder:
-    """Token lists -> unit vectors (see the module docstring); deterministic for a given dimension."""
+    """Token lists -> unit vectors (see the module docstring); deterministic for a given dimension, and an input's
+    vector does not depend on the other inputs of its batch."""
+
+    CHUNK = 16  # inputs gathered at once: keeps the gathered feature rows in cache (~4x faster than 256)
 
     def __init__(self, dim: int) -> None:
         rng = np.random.default_rng(PROJECTION_SEED)
         self.dim = dim
-        self.projection = rng.standard_normal((1 << FEATURE_BITS, dim), dtype=np.float32)
-
-    @staticmethod
-    def features(ids: list[int]) -> np.ndarray:
-        """Hashed unigram and bigram feature indices of one input."""
-        t = np.asarray(ids, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            uni = (t * _K1) >> _SHIFT
-            bi = (((t[:-1] * _K1) ^ (t[1:] * _K2)) * _K3) >> _SHIFT
-        return np.concatenate((uni, bi))
+        # One direction per feature, plus a zero row: the "bigram" across two inputs' boundary maps to it.
+        self.projection = np.zeros(((1 << FEATURE_BITS) + 1, dim), dtype=np.float32)
+        self.projection[:-1] = rng.standard_normal((1 << FEATURE_BITS, dim), dtype=np.float32)
+        self._zero = np.uint64(1 << FEATURE_BITS)
 
     def embed(self, inputs: list[list[int]], dimensions: int | None = None) -> np.ndarray:
         """float32 (len(inputs), dimensions or dim), each row of unit norm. Every input has >= 1 token."""
-        feats = [self.features(ids) for ids in inputs]
-        starts = np.zeros(len(feats), dtype=np.int64)
-        np.cumsum([len(f) for f in feats[:-1]], out=starts[1:])
-        sums = np.add.reduceat(self.projection[np.concatenate(feats)], starts, axis=0)
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        for a in range(0, len(inputs), self.CHUNK):
+            self._sums(inputs[a:a + self.CHUNK], out[a:a + self.CHUNK])
         if dimensions is not None and dimensions < self.dim:
-            sums = np.ascontiguousarray(sums[:, :dimensions])
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+            out = np.ascontiguousarray(out[:, :dimensions])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.maximum(norms, np.float32(1e-12), out=norms)
-        sums /= norms
-        return sums
+        out /= norms
+        return out
+
+    def _sums(self, inputs: list[list[int]], out: np.ndarray) -> None:
+        """out[i] = the sum of input i's unigram and bigram directions, all inputs hashed at once."""
+        lens = np.fromiter(map(len, inputs), dtype=np.int64, count=len(inputs))
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        flat = np.fromiter(itertools.chain.from_iterable(inputs), dtype=np.uint64, count=int(ends[-1]))
+        with np.errstate(over="ignore"):
+            uni = (flat * _K1) >> _SHIFT
+            bi = np.empty_like(flat)
+            bi[:-1] = (((flat[:-1] * _K1) ^ (flat[1:] * _K2)) * _K3) >> _SHIFT
+        bi[ends - 1] = self._zero  # an input's last token starts no bigram of its own
+        proj = self.projection
+        np.add(np.add.reduceat(proj[uni], starts, axis=0), np.add.reduceat(proj[bi], starts, axis=0), out=out)
 
 
 @dataclass(eq=False)

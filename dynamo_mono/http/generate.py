@@ -73,7 +73,8 @@ B = TypeVar("B")
 
 
 async def _built(build: Coroutine[Any, Any, B]) -> B:
-    """Await a route's build coroutine, its domain errors mapped to HTTP; a never-started build must not warn."""
+    """Await a route's build coroutine, its domain errors mapped to HTTP; a never-started build must not warn
+    (serve_generation does the same inline: one coroutine layer less on the chat path)."""
     try:
         return await build
     except REQUEST_FAILURES as exc:
@@ -106,7 +107,12 @@ async def serve_generation(request: web.Request, state: ServerState, model: Serv
                            encoder: StreamEncoder | UnaryEncoder) -> web.StreamResponse:
     """Run one API request end to end; `build` (template, tokenization, ...) runs inside the tracking."""
     with RequestTracker(state, model.name, endpoint, stream) as tracker:
-        gen = await _built(build)
+        try:
+            gen = await build
+        except REQUEST_FAILURES as exc:
+            raise to_api_error(exc) from None
+        finally:
+            build.close()  # no-op once awaited; a never-started build must not warn
         del build
         try:
             try:

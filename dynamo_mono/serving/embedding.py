@@ -13,8 +13,12 @@ from dynamo_mono.engine import EmbeddingOutput, EmbeddingRequest
 from dynamo_mono.serving.admission import pass_queue
 from dynamo_mono.serving.chat import admission_queues
 from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest
-from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.model import FAST_INLINE_CHARS, ServedModel
 from dynamo_mono.serving.pool import InstancePool
+
+
+# Characters of short texts encoded between two yields to the event loop (the model's inline-encode bound).
+INLINE_CHARS = FAST_INLINE_CHARS
 
 
 @dataclass(slots=True)
@@ -67,23 +71,18 @@ async def embedding_job(state: Any, model: ServedModel, inputs: list[str | list[
     keep = ctx if params.truncate_prompt_tokens == -1 else params.truncate_prompt_tokens
     vocab = model.tokenizer.vocab_size
     t0 = time.perf_counter()
-    token_lists: list[list[int]] = []
-    for i, item in enumerate(inputs):
-        if isinstance(item, str):
-            ids = await model.tokenize(item) if item else []
-        else:
-            if any(t >= vocab for t in item):
-                raise InvalidRequest(f"input[{i}] has a token id out of range (vocab size {vocab})", param="input")
-            ids = item
+    token_lists = await _tokenize_all(model, inputs)
+    for i, ids in enumerate(token_lists):
+        if not isinstance(inputs[i], str) and any(t >= vocab for t in ids):
+            raise InvalidRequest(f"input[{i}] has a token id out of range (vocab size {vocab})", param="input")
         if not ids:
             raise InvalidRequest(f"input[{i}] is empty", param="input")
         if keep is not None and len(ids) > keep:
-            ids = ids[-keep:]
+            token_lists[i] = ids = ids[-keep:]
         if len(ids) > ctx:
             raise ContextLengthExceeded(f"input[{i}] has {len(ids)} tokens, more than the maximum context length of "
                                         f"{ctx} tokens of model '{model.name}'; shorten it or set "
                                         f"truncate_prompt_tokens", param="input")
-        token_lists.append(ids)
     if state.metrics is not None:
         state.metrics.model(model.name).tokenize.observe(time.perf_counter() - t0)
     size = s.embedding_batch_size
@@ -92,6 +91,34 @@ async def embedding_job(state: Any, model: ServedModel, inputs: list[str | list[
                                  model=model.name, priority=params.priority) for k, b in enumerate(batches)]
     return EmbeddingJob(model.pool, requests, sum(map(len, token_lists)), metrics=state.metrics, model=model.name,
                         admission=admission_queues(state, model))
+
+
+async def _tokenize_all(model: ServedModel, inputs: list[str | list[int]]) -> list[list[int]]:
+    """Token ids of every input. Short texts are encoded together inline, yielding to the event loop after every
+    INLINE_CHARS characters (a request of 2048 texts must not stall other requests' streams); a long text goes
+    through model.tokenize (off the loop)."""
+    out: list[Any] = list(inputs)
+    encode_batch = model.tokenizer.encode_batch
+    where: list[int] = []
+    texts: list[str] = []
+    chars = 0
+    for i, item in enumerate(inputs):
+        if not isinstance(item, str):
+            continue
+        if len(item) > INLINE_CHARS:
+            out[i] = await model.tokenize(item)
+            continue
+        where.append(i)
+        texts.append(item)
+        chars += len(item)
+        if chars >= INLINE_CHARS:
+            for j, ids in zip(where, encode_batch(texts)):
+                out[j] = ids
+            where, texts, chars = [], [], 0
+            await asyncio.sleep(0)
+    for j, ids in zip(where, encode_batch(texts) if texts else ()):
+        out[j] = ids
+    return out
 
 
 class EmbeddingJob:

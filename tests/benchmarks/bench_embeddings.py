@@ -8,6 +8,8 @@ ones) from an aiohttp client at a fixed concurrency. Best of --repeat runs each;
 
     python3 tests/benchmarks/bench_embeddings.py [--speedup-ratio 0] [--batch-size 64]
     python3 tests/benchmarks/bench_embeddings.py --engine vllm --model DIR   # a pooling model (tiny Llama: --tiny)
+
+(An uninstalled checkout of the vLLM plugin: PYTHONPATH=plugins/vllm.)
 """
 
 from __future__ import annotations
@@ -37,17 +39,16 @@ def short_inputs(n: int = N_INPUTS, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) for _ in range(n)]
 
 
-def engine_options(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    """The options (in-process) and the same as `serve` arguments (subprocess); extra pass-through args."""
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of both paths: resolved in-process, and as `serve` arguments (cli_args) for the server."""
     opts: dict[str, Any] = {"engine": args.engine, "model_kind": "embedding", "served_model_name": "emb",
                             "embedding_batch_size": args.batch_size, "log_level": "warning"}
-    extra: list[str] = []
     if args.engine == "mocker":
         opts["speedup_ratio"] = args.speedup_ratio
     else:
         opts.update(model=args.model, dtype="float32", enforce_eager=True, block_size=32, max_model_len=512,
                     num_gpu_blocks_override=64)
-    return opts, extra
+    return opts
 
 
 def cli_args(opts: dict[str, Any]) -> list[str]:
@@ -144,6 +145,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="--embedding-batch-size of both paths")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.engine == "vllm":
+        import os
+
+        from tests.vllm.conftest import VLLM_ENV
+
+        os.environ.update(VLLM_ENV)  # CPU settings, for the in-process engine and the server alike
     if args.engine == "vllm" and not args.model:
         if not args.tiny:
             ap.error("--engine vllm needs --model DIR (or --tiny)")
@@ -154,7 +161,7 @@ def main() -> int:
         args.model = str(build_tiny_llama(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-llama-embed-v1",
                                           matryoshka=True))
     texts = short_inputs()
-    opts, _ = engine_options(args)
+    opts = engine_options(args)
 
     d = asyncio.run(direct(opts, texts, args.repeat))
     from conformance.server import start_server

@@ -37,10 +37,11 @@ async def test_the_four_input_shapes_agree(emb_server: EmbServer) -> None:
     np.testing.assert_array_equal((await emb_server.vectors([ids, ids[:3]]))[0], one[0])
 
 
-async def test_base64_decodes_to_the_float_vectors(emb_server: EmbServer) -> None:
-    texts = ["alpha beta", "gamma delta epsilon"]
-    floats = await emb_server.vectors(texts)
-    status, body = await emb_server.embed({"input": texts, "encoding_format": "base64"})
+@pytest.mark.parametrize("dimensions", [None, 5, 6])  # rows of 1536, 20 and 24 bytes: aligned to 3 or not
+async def test_base64_decodes_to_the_float_vectors(emb_server: EmbServer, dimensions: int | None) -> None:
+    texts = ["alpha beta", "gamma delta epsilon", "zeta"]
+    floats = await emb_server.vectors(texts, dimensions=dimensions)
+    status, body = await emb_server.embed({"input": texts, "encoding_format": "base64", "dimensions": dimensions})
     assert status == 200
     decoded = np.array([b64_vector(d["embedding"]) for d in body["data"]])
     np.testing.assert_array_equal(decoded, floats)
