@@ -11,6 +11,10 @@ from dynamo_mono.assets import TINY_CHATML_DIR
 from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.config import ConfigError, Option
 from dynamo_mono.engine import (
+    ENGINE_KINDS,
+    EmbeddingEngine,
+    EmbeddingOutput,
+    EmbeddingRequest,
     Engine,
     EngineArgs,
     EngineError,
@@ -59,6 +63,10 @@ __all__ = [
     "ConfigError",
     # engines
     "Engine",
+    "EmbeddingEngine",
+    "EmbeddingOutput",
+    "EmbeddingRequest",
+    "ENGINE_KINDS",
     "EngineArgs",
     "EngineError",
     "EngineFactory",

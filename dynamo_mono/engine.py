@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
 from dynamo_mono.kv_events import KvEventBatch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # An engine instance is addressed everywhere (routing, indexing, load, metrics) by this pair.
 InstanceKey = tuple[int, int]  # (worker_id, dp_rank)
@@ -41,6 +44,8 @@ class StopConditions:
 
 
 DISAGGREGATION_MODES = ("agg", "prefill", "decode")
+# Model kinds an engine instance can serve: chat (generate) and embedding (embed). Media kinds are modalities.
+ENGINE_KINDS = ("chat", "embedding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,27 @@ class EngineOutput:
     index: int = 0  # choice index when an engine serves n > 1 itself
 
 
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """One batch of inputs for an embedding instance: one token list per input. Engines never modify it."""
+
+    request_id: str
+    token_ids: list[list[int]]  # the inputs, each already tokenized (and truncated) by the server
+    dimensions: int | None = None  # truncate each vector to this many and renormalise (card.matryoshka); None = full
+    model: str = ""
+    priority: int = 0  # in the engine's own convention, as for EngineRequest
+    worker_id: int | None = None  # routing hint / pin
+    dp_rank: int | None = None  # set by the pool to the rank it chose before dispatch
+
+
+@dataclass(slots=True)
+class EmbeddingOutput:
+    """What `embed()` returns: row i of `embeddings` is the unit-norm vector of input i."""
+
+    embeddings: "np.ndarray"  # float32, shape (len(request.token_ids), dimensions or card.embedding_dim)
+    prompt_tokens: int  # tokens embedded (the sum over the inputs)
+
+
 class EngineError(Exception):
     """An engine failed a request. retryable: the instance failed (the pool may migrate the request to
     another); not retryable: the request itself cannot be served (it ends at once, no migration)."""
@@ -146,11 +172,20 @@ class ModelCard:
     # Disaggregated serving: "agg" (whole requests), "prefill" (prompt + first token, KV exported) or "decode".
     disaggregation_mode: str = "agg"
     kv_endpoint: KvEndpoint | None = None  # a prefill instance's KV transport endpoint
+    # What the instance serves: "chat" (generate) or "embedding" (embed, vectors of embedding_dim floats).
+    kind: str = "chat"
+    embedding_dim: int | None = None  # embedding instances: the length of the vectors embed() returns
+    matryoshka: bool = False  # embedding instances: `dimensions` (truncate + renormalise) is meaningful
+    matryoshka_dimensions: list[int] | None = None  # the only `dimensions` the model was trained for (None = any)
 
     def __post_init__(self) -> None:
         if self.disaggregation_mode not in DISAGGREGATION_MODES:
             raise ValueError(f"disaggregation_mode {self.disaggregation_mode!r} is not one of "
                              f"{', '.join(DISAGGREGATION_MODES)}")
+        if self.kind not in ENGINE_KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
+        if self.kind == "embedding" and (not isinstance(self.embedding_dim, int) or self.embedding_dim < 1):
+            raise ValueError(f"an embedding instance's card needs embedding_dim >= 1, not {self.embedding_dim!r}")
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -203,6 +238,15 @@ class Engine(Protocol):
     def healthy(self) -> bool: ...
 
 
+@runtime_checkable
+class EmbeddingEngine(Engine, Protocol):
+    """An engine instance of an embedding model (card.kind == "embedding"): the Engine protocol plus embed()."""
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
+        """Embed every input of the batch; cancellation of the awaiting task abandons the request."""
+        ...
+
+
 @dataclass(slots=True)
 class EngineArgs:
     """What the server hands an engine factory: model location, tokenizer facts and raw extra args."""
@@ -218,6 +262,7 @@ class EngineArgs:
     reasoning_parser: str | None = None  # parser names the engine announces in its card (and formats for)
     tool_call_parser: str | None = None
     extra_args: list[str] = field(default_factory=list)  # pass-through CLI args (engines registered for them)
+    kind: str = "chat"  # what to serve: "chat" or "embedding" (only passed to engines registered for that kind)
 
 
 EngineFactory = Callable[[EngineArgs], Engine]

@@ -18,6 +18,7 @@ hookimpl = pluggy.HookimplMarker("dynamo_mono")
 
 ParserKind = Literal["reasoning", "tool_call"]
 ModalityKind = Literal["image", "video", "audio"]
+EngineKind = Literal["chat", "embedding"]
 PARSER_KINDS: tuple[str, ...] = ("reasoning", "tool_call")
 MODALITY_KINDS: tuple[str, ...] = ("image", "video", "audio")
 
@@ -27,12 +28,14 @@ class RegisterEngine(Protocol):
 
     def __call__(self, name: str, factory: Callable[..., Any], *, options: Iterable[Option] = (),
                  requires: Iterable[str] = (), install_hint: str = "", description: str = "",
-                 passthrough_args: bool = False) -> None:
+                 passthrough_args: bool = False, kinds: Iterable[EngineKind] = ("chat",)) -> None:
         """Register engine `name`: factory(EngineArgs) -> Engine.
 
         options: the engine's own `serve` flags (scoped to it); requires: importable modules it needs
         (missing = listed as unavailable with install_hint); passthrough_args: unknown `serve` arguments
-        are handed to the engine in EngineArgs.extra_args instead of being rejected.
+        are handed to the engine in EngineArgs.extra_args instead of being rejected; kinds: the model
+        kinds it serves, "chat" (generate) and / or "embedding" (embed; EngineArgs.kind says which one
+        an instance is built for). A model of another kind is refused at startup.
         """
 
 
@@ -67,7 +70,8 @@ class RegisterTransport(Protocol):
 
 @hookspec
 def register_engines(register: RegisterEngine) -> None:
-    """Register engines: register(name, factory, *, options, requires, install_hint, description, passthrough_args)."""
+    """Register engines: register(name, factory, *, options, requires, install_hint, description, passthrough_args,
+    kinds)."""
 
 
 @hookspec

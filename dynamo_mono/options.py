@@ -61,6 +61,10 @@ LIMIT_OPTIONS = [
     Option("max_top_logprobs", int, 20, "Largest accepted top_logprobs / logprobs.", group="request limits", min=0),
     Option("max_tokens_limit", int, None, "Upper bound on max_tokens (default: the context length).",
            group="request limits", min=1),
+    Option("max_embedding_inputs", int, 2048, "Most inputs in one /v1/embeddings request.", group="request limits",
+           min=1),
+    Option("embedding_batch_size", int, 64, "Inputs of a /v1/embeddings request sent to an engine instance as "
+           "one batch; the batches of a request are routed and run concurrently.", group="request limits", min=1),
 ]
 
 LIFECYCLE_OPTIONS = [

@@ -13,6 +13,7 @@ import pluggy
 
 from dynamo_mono import hookspecs
 from dynamo_mono.config import Option
+from dynamo_mono.engine import ENGINE_KINDS
 from dynamo_mono.hookspecs import MODALITY_KINDS, PARSER_KINDS
 
 GROUP = "dynamo_mono"
@@ -37,6 +38,7 @@ class Registration:
     install_hint: str = ""
     description: str = ""
     passthrough_args: bool = False  # engines only: unknown `serve` args go to the engine
+    kinds: tuple[str, ...] = ("chat",)  # engines only: the model kinds it serves (chat, embedding)
 
     def missing(self) -> list[str]:
         """Optional dependencies that are not importable (empty = usable)."""
@@ -123,14 +125,14 @@ class Plugins:
     # --- the register callables, one per hook (arguments already bound to the hook's signature) ---
     def _add_engine(self, plugin: str, hook: str, *, name: str, factory: Callable[..., Any],
                     options: Iterable[Option], requires: Iterable[str], install_hint: str, description: str,
-                    passthrough_args: bool) -> None:
+                    passthrough_args: bool, kinds: Iterable[str]) -> None:
         where = f"plugin {plugin}: {hook}"
         _check_bool(passthrough_args, "passthrough_args", where)
         self._add(Registration("engine", _check_name(name, where), _check_factory(factory, where), plugin,
                                options=_check_options(options, where), requires=_check_strs(requires, where),
                                install_hint=_check_str(install_hint, "install_hint", where),
                                description=_check_str(description, "description", where),
-                               passthrough_args=passthrough_args), where)
+                               passthrough_args=passthrough_args, kinds=_check_kinds(kinds, where)), where)
 
     def _add_parser(self, plugin: str, hook: str, *, kind: str, name: str, factory: Callable[..., Any]) -> None:
         where = f"plugin {plugin}: {hook}"
@@ -264,6 +266,15 @@ def _check_strs(values: Any, where: str) -> list[str]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in names):
         raise RegistrationError(f"{where}: requires must be a list of module names, not {values!r}")
     return names
+
+
+def _check_kinds(values: Any, where: str) -> tuple[str, ...]:
+    kinds = [] if isinstance(values, str) else _as_list(values, "kinds", where)
+    bad = [k for k in kinds if k not in ENGINE_KINDS]
+    if isinstance(values, str) or not kinds or bad:
+        raise RegistrationError(f"{where}: kinds must be a non-empty list of {', '.join(ENGINE_KINDS)}, "
+                                f"not {values!r}")
+    return tuple(dict.fromkeys(kinds))
 
 
 def _check_options(values: Any, where: str) -> list[Option]:

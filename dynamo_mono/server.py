@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError, Settings
+from dynamo_mono.engine import ENGINE_KINDS
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.http.tls import server_ssl_context
@@ -67,9 +68,12 @@ async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] |
 async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedModel:
     """One model of the CLI / config file: its files, its engines, its pool; ready once an instance is."""
     label = f"model {spec.name or spec.model or 'tiny-chatml'!r}"
-    if spec.kind != "chat":
+    if spec.kind not in ENGINE_KINDS:
         _refuse_kind(state.plugins, spec.kind, label)
-    reg = engine_registration(state.plugins, spec, need_installed=spec.instances > 0)
+    try:
+        reg = engine_registration(state.plugins, spec, need_installed=spec.instances > 0)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     info = load_model(spec)
     if info.name in state.models:
         raise ConfigError(f"{label}: the name {info.name!r} is already served; give each model a distinct name")
@@ -87,13 +91,14 @@ async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedMod
 
 
 def _refuse_kind(plugins: Any, kind: str, label: str) -> None:
-    """Only chat models are served by this version; a media kind names the modality plugin it would need."""
+    """Only engine kinds (chat, embedding) are served by this version; a media kind names the modality plugin
+    it would need."""
     if kind in MEDIA_KINDS:
         try:
             plugins.modality(kind)
         except LookupError as exc:
             raise ConfigError(f"{label}: kind {kind!r} needs a modality plugin that generates {kind}: {exc}") from None
-    raise ConfigError(f"{label}: kind {kind!r} is not served by this version (chat models only)")
+    raise ConfigError(f"{label}: kind {kind!r} is not served by this version (chat and embedding models only)")
 
 
 async def stop_engines(state: ServerState) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 
 from dynamo_mono.config import ConfigError
 from dynamo_mono.engine import (
+    EmbeddingOutput,
+    EmbeddingRequest,
     EngineArgs,
     EngineError,
     EngineOutput,
@@ -26,7 +28,8 @@ from dynamo_mono.kv_events import KvEventBatch
 from mocker.disagg import DisaggAgent, import_blocks
 from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
-from mocker.options import MOCKER_OPTIONS
+from mocker.embedding import EmbedScheduler, HashedEmbedder
+from mocker.options import CHAT_ONLY_OPTIONS, EMBEDDING_ONLY_OPTIONS, MOCKER_OPTIONS
 from mocker.outputs import (
     ordinary_token_ids,
     OutputMode,
@@ -62,6 +65,15 @@ def validate_options(opts: dict[str, Any], max_model_len: int) -> None:
         raise ConfigError(f"--speedup-ratio={opts['speedup_ratio']} must be >= 0")
 
 
+def validate_kind_options(opts: dict[str, Any], kind: str) -> None:
+    """ConfigError naming an option set (away from its default) that the model's kind does not act on."""
+    other = CHAT_ONLY_OPTIONS if kind == "embedding" else EMBEDDING_ONLY_OPTIONS
+    for name in other:
+        if opts[name] != _DEFAULTS[name]:
+            raise ConfigError(f"--{name.replace('_', '-')}={opts[name]!r} does not apply to the mocker's {kind} "
+                              f"models (only to {'chat' if kind == 'embedding' else 'embedding'} models)")
+
+
 class MockerEngine:
     """A simulated vLLM-like engine instance; see the mocker package modules for each part."""
 
@@ -69,7 +81,9 @@ class MockerEngine:
         opts = dict(_DEFAULTS)
         opts.update({k: v for k, v in (args.options or {}).items() if k in _DEFAULTS and v is not None})
         validate_options(opts, args.max_model_len)
+        validate_kind_options(opts, args.kind)
         self.args = args
+        self.kind = args.kind
         self.opts = opts
         self.instance_id = args.instance_id
         self.block_size: int = opts["block_size"]
@@ -132,6 +146,15 @@ class MockerEngine:
         self._arrival = 0
         self._stopped = False
         self.disagg = DisaggAgent(opts) if opts["disaggregation_mode"] != "agg" else None
+        self.embedders: list[EmbedScheduler] = []
+        if self.kind == "embedding":
+            embedder = HashedEmbedder(opts["embedding_dim"])
+            self.embedders = [
+                EmbedScheduler(embedder, self.perf, speedup=self.speedup, max_num_seqs=opts["max_num_seqs"],
+                               max_num_batched_tokens=opts["max_num_batched_tokens"], num_blocks=self.num_blocks,
+                               block_size=self.block_size)
+                for _ in range(self.dp_size)
+            ]
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -148,6 +171,8 @@ class MockerEngine:
                 seq.fail("mocker: engine stopped")
                 seq.wake()
             self._flush(rank)
+        for emb in self.embedders:
+            await emb.stop()
         tasks = [t for t in self.tasks if t is not None]
         for t in tasks:
             t.cancel()
@@ -160,6 +185,7 @@ class MockerEngine:
             await self.disagg.stop()
 
     def model_card(self) -> ModelCard:
+        embedding = self.kind == "embedding"
         return ModelCard(
             name=self.args.served_model_name,
             max_model_len=self.args.max_model_len,
@@ -174,9 +200,12 @@ class MockerEngine:
             supports_priority=True,
             priority_higher_is_urgent=False,
             supports_logprobs=True,
-            kv_events=True,
+            kv_events=not embedding,  # embedding steps keep no KV after the request
             disaggregation_mode=self.opts["disaggregation_mode"],
             kv_endpoint=self.disagg.advertised_endpoint() if self.disagg is not None else None,
+            kind=self.kind,
+            embedding_dim=self.opts["embedding_dim"] if embedding else None,
+            matryoshka=embedding and bool(self.opts["embedding_matryoshka"]),
         )
 
     def healthy(self) -> bool:
@@ -196,6 +225,9 @@ class MockerEngine:
                 for r, s in enumerate(self.ranks)]
 
     def load_metrics(self) -> list[LoadMetrics]:
+        if self.embedders:
+            return [LoadMetrics(dp_rank=r, running=e.running, waiting=e.waiting, kv_total_blocks=self.num_blocks)
+                    for r, e in enumerate(self.embedders)]
         return [
             LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
                         kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
@@ -224,6 +256,8 @@ class MockerEngine:
 
     def _crash(self) -> None:
         self.faults.crash()
+        for emb in self.embedders:
+            emb.fail_all("mocker: instance crashed")
         for rank, sched in enumerate(self.ranks):
             for seq in sched.drain():
                 seq.fail("mocker: instance crashed")
@@ -264,8 +298,55 @@ class MockerEngine:
                     f"{self.opts['max_num_batched_tokens']} with chunked prefill off")
         return None
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
+        """Embed a batch of inputs: queued with other requests' inputs and run in timed engine steps."""
+        if self.kind != "embedding":
+            raise EngineError("mocker: this instance serves a chat model, not embeddings", retryable=False)
+        if self._stopped or self.faults.crashed():
+            raise EngineError("mocker: instance is down")
+        problem = self._reject_embedding(request)
+        if problem is None:
+            try:
+                rank = self._pick_embed_rank(request)
+            except ValueError as exc:
+                problem = f"mocker: {exc}"
+        if problem is not None:  # the request itself: no other instance would do better
+            raise EngineError(problem, retryable=False)
+        vectors = await self.embedders[rank].submit(request.token_ids, request.dimensions)
+        return EmbeddingOutput(vectors, sum(map(len, request.token_ids)))
+
+    def _reject_embedding(self, request: EmbeddingRequest) -> str | None:
+        if not request.token_ids:
+            return "mocker: no inputs"
+        dim, dims = self.opts["embedding_dim"], request.dimensions
+        if dims is not None:
+            if not self.opts["embedding_matryoshka"]:
+                return "mocker: this model does not support `dimensions` (--embedding-matryoshka is off)"
+            if not 1 <= dims <= dim:
+                return f"mocker: dimensions={dims} must be between 1 and the model's {dim}"
+        limit = self.args.max_model_len
+        for i, ids in enumerate(request.token_ids):
+            n = len(ids)
+            if n == 0:
+                return f"mocker: input {i} is empty"
+            if limit and n > limit:
+                return f"mocker: input {i} has {n} tokens, more than max model len {limit}"
+            if -(-n // self.block_size) > self.num_blocks:
+                return f"mocker: input {i} of {n} tokens needs more than {self.num_blocks} KV blocks of {self.block_size}"
+        return None
+
+    def _pick_embed_rank(self, request: EmbeddingRequest) -> int:
+        if request.dp_rank is not None:
+            if not 0 <= request.dp_rank < self.dp_size:
+                raise ValueError(f"dp_rank {request.dp_rank} out of range (data parallel size {self.dp_size})")
+            return request.dp_rank
+        return min(range(self.dp_size), key=lambda r: self.embedders[r].running + self.embedders[r].waiting)
+
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Stream outputs: at most one EngineOutput per engine step, tokens batched."""
+        if self.kind != "chat":
+            raise EngineError("mocker: this instance serves an embedding model; it does not generate",
+                              retryable=False)
         faults = parse_annotations(request.annotations) if request.annotations else None
         if faults is not None:
             if faults.recover:

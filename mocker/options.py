@@ -28,4 +28,13 @@ MOCKER_OPTIONS: list[Option] = [
            "comma-separated instance ids that --mocker-fail-after applies to (default all)", _G),
     Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
     *DISAGG_OPTIONS,
+    Option("embedding_dim", int, 384, "embedding models (--model-kind embedding): length of the vectors", _G, min=1),
+    Option("embedding_matryoshka", bool, True,
+           "embedding models: allow the `dimensions` request field (truncate + renormalise)", _G),
 ]
+
+# Options that mean something only for one kind of model; a non-default value for the other kind is refused.
+EMBEDDING_ONLY_OPTIONS = ("embedding_dim", "embedding_matryoshka")
+CHAT_ONLY_OPTIONS = ("enable_prefix_caching", "enable_chunked_prefill", "watermark", "mocker_output",
+                     "mocker_fail_after", "mocker_fault_instances", "mocker_crash_duration",
+                     *(o.name for o in DISAGG_OPTIONS))

@@ -16,4 +16,5 @@ def register_engines(register: Callable[..., None]) -> None:
         create_engine,
         options=MOCKER_OPTIONS,
         description="simulated vLLM-style engine (continuous batching, prefix-cached paged KV), no GPU needed",
+        kinds=("chat", "embedding"),
     )

@@ -47,6 +47,16 @@ def test_good_registration_is_typed() -> None:
     assert [o.name for o in reg.options] == ["good_knob"]
     assert reg.requires == ["json"] and reg.install_hint == "pip install good" and reg.missing() == []
     assert not hasattr(reg, "extra")
+    assert reg.kinds == ("chat",)  # the default: a chat engine
+
+
+def test_engine_kinds_are_typed_and_deduplicated() -> None:
+    class Both:
+        @hookimpl
+        def register_engines(self, register):
+            register("both", _factory, kinds=["embedding", "chat", "embedding"])
+
+    assert _plugins(both=Both()).get("engine", "both").kinds == ("embedding", "chat")
 
 
 def test_misspelt_keyword_is_that_plugins_load_error() -> None:
@@ -73,7 +83,7 @@ def test_register_has_an_inspectable_signature() -> None:
 
     _plugins(spy=Spy()).registered("engine")
     assert list(seen["engines"].parameters) == ["name", "factory", "options", "requires", "install_hint",
-                                                "description", "passthrough_args"]
+                                                "description", "passthrough_args", "kinds"]
     assert list(seen["modalities"].parameters)[:3] == ["kind", "name", "factory"]
     assert "passthrough_args" not in seen["modalities"].parameters
 
@@ -84,6 +94,9 @@ def test_register_has_an_inspectable_signature() -> None:
     (lambda r: r("x", _factory, requires="json"), "requires must be a list of module names"),
     (lambda r: r("x", _factory, options=["--flag"]), "options must be Option instances, not str"),
     (lambda r: r("x", _factory, passthrough_args="yes"), "passthrough_args must be True or False"),
+    (lambda r: r("x", _factory, kinds="embedding"), "kinds must be a non-empty list of chat, embedding"),
+    (lambda r: r("x", _factory, kinds=["chat", "image"]), "kinds must be a non-empty list of chat, embedding"),
+    (lambda r: r("x", _factory, kinds=[]), "kinds must be a non-empty list"),
     (lambda r: r("x", "not callable"), "factory must be callable"),
     (lambda r: r("", _factory), "name must be a non-empty string"),
 ])

@@ -1,5 +1,5 @@
 """InstancePool with scripted fake engines: migration, error classes, disaggregated hand-off, priority,
-output-block tracking and the "can never fit the KV cache" check."""
+output-block tracking, the "can never fit the KV cache" check, and embedding batches (retry, shape check)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import random
 from dataclasses import replace
 from typing import AsyncIterator
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from dynamo_mono.config import defaults
 from dynamo_mono.engine import (
+    EmbeddingOutput,
+    EmbeddingRequest,
     EngineError,
     EngineOutput,
     EngineRequest,
@@ -283,3 +286,74 @@ def test_continuation_of_a_resumed_request_counts_all_tokens() -> None:
     pool = make_pool(FakeEngine(card()))
     again = pool._continuation(replace(request(), resumed_output_tokens=2), [1, 2, 3])
     assert again.resumed_output_tokens == 5 and again.stop.max_tokens == 5
+
+
+# --- embeddings ------------------------------------------------------------------------------------------------
+class FakeEmbedder(FakeEngine):
+    """Embeds input i as a vector filled with (worker tag + i); fails as told."""
+
+    def __init__(self, tag: float, *, fails: int = 0, retryable: bool = True, wrong_shape: bool = False,
+                 **card_kw) -> None:
+        super().__init__(card(kind="embedding", embedding_dim=4, **card_kw))
+        self.tag = tag
+        self.fails = fails  # the next `fails` calls raise
+        self.retryable_failure = retryable
+        self.wrong_shape = wrong_shape
+        self.embedded: list[EmbeddingRequest] = []
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
+        self.embedded.append(copy.deepcopy(request))
+        if self.fails:
+            self.fails -= 1
+            raise EngineError("fake: embed failed", retryable=self.retryable_failure)
+        dim = 3 if self.wrong_shape else (request.dimensions or 4)
+        vectors = np.array([[self.tag + i] * dim for i in range(len(request.token_ids))], dtype=np.float32)
+        return EmbeddingOutput(vectors, sum(map(len, request.token_ids)))
+
+
+def embedding_request(rid: str = "e", **kw) -> EmbeddingRequest:
+    return EmbeddingRequest(rid, [[1, 2, 3], [4, 5]], **kw)
+
+
+async def test_embed_retries_a_retryable_failure_on_another_instance() -> None:
+    bad, good = FakeEmbedder(10.0, fails=1, supports_priority=True), FakeEmbedder(20.0)
+    pool = make_pool(bad, good, migration_limit=1)
+    req = embedding_request(priority=-3, dimensions=2)
+    before = copy.deepcopy(req)
+    out = await pool.embed(req)
+    assert req == before, "the pool modified the request it was handed"
+    assert out.embeddings.tolist() == [[20.0, 20.0], [21.0, 21.0]] and out.prompt_tokens == 5
+    assert bad.embedded[0].priority == -3 and good.embedded[0].priority == 0  # each engine's own convention
+    assert bad.embedded[0].dp_rank == 0 and pool.instances[0].consecutive_failures == 1
+    assert not pool.router.load()[(1, 0)]["active_requests"]  # finished on the router too
+
+
+async def test_embed_failure_without_migrations_left_is_retryable_error() -> None:
+    pool = make_pool(FakeEmbedder(1.0, fails=1), FakeEmbedder(2.0))
+    with pytest.raises(EngineError) as e:
+        await pool.embed(embedding_request())
+    assert e.value.retryable and to_api_error(e.value).status == 503
+
+
+async def test_embed_non_retryable_failure_is_not_retried() -> None:
+    first, second = FakeEmbedder(1.0, fails=1, retryable=False), FakeEmbedder(2.0)
+    pool = make_pool(first, second, migration_limit=3)
+    with pytest.raises(EngineError) as e:
+        await pool.embed(embedding_request())
+    assert not e.value.retryable and len(first.embedded) == 1 and second.embedded == []
+
+
+async def test_embed_answer_of_the_wrong_shape_is_an_engine_bug() -> None:
+    pool = make_pool(FakeEmbedder(1.0, wrong_shape=True), migration_limit=2)
+    with pytest.raises(EngineError, match=r"shape \(2, 3\); expected \(2, 4\)") as e:
+        await pool.embed(embedding_request())
+    assert not e.value.retryable
+
+
+async def test_embed_batch_fits_input_by_input() -> None:
+    # 4 KV blocks of 4 tokens: a 20-token input can never fit, but a batch of small inputs with more tokens can.
+    pool = make_pool(FakeEmbedder(1.0, total_kv_blocks=4))
+    small = EmbeddingRequest("s", [[1] * 10] * 5)
+    assert (await pool.embed(small)).embeddings.shape == (5, 4)
+    with pytest.raises(ContextLengthExceeded):
+        pool.preflight(EmbeddingRequest("l", [[1] * 3, [1] * 20]))

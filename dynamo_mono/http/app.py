@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dynamo_mono.http import openai_routes, responses_routes, system_routes
+from dynamo_mono.http import embeddings_routes, openai_routes, responses_routes, system_routes
 from dynamo_mono.http.middleware import (add_response_headers, draining, errors, make_auth, make_cors,
                                          request_ids)
 from dynamo_mono.http.state import STATE, ServerState
@@ -22,6 +22,7 @@ def create_app(state: ServerState) -> web.Application:
     system_routes.add_routes(app)
     openai_routes.add_routes(app)
     responses_routes.add_routes(app)
+    embeddings_routes.add_routes(app)
     if s.anthropic_api:
         from dynamo_mono.http import anthropic_routes
 

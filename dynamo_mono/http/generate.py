@@ -1,16 +1,18 @@
-"""The one request path of every generating route: tracking, admission, timeout, stream or unary, errors.
+"""The one request path of every model route: tracking, admission, timeout, stream or unary, errors.
 
 A route parses its protocol, builds the work as a coroutine that returns a Generation, and hands it here with
 an encoder that turns Steps into its protocol's bytes. Everything else — in-flight and request metrics,
 admission and priority queues, routing preconditions, the request timeout, cancellation when the client goes
 away (aiohttp cancels the handler; closing the step iterator aborts the engine request), and mapping failures
-to HTTP statuses or in-stream error events — happens here, the same way for every API.
+to HTTP statuses or in-stream error events — happens here, the same way for every API. Routes whose work is
+one result rather than a stream of steps (embeddings) build a UnaryJob and go through `serve_unary`, which
+shares the tracking, admission, timeout and error mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Coroutine, Protocol
+from typing import Any, AsyncIterator, Callable, Coroutine, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -52,6 +54,52 @@ class UnaryEncoder(Protocol):
     def step(self, step: Step) -> None: ...
 
     def response(self, gen: Generation) -> web.Response: ...
+
+
+class UnaryJob(Protocol):
+    """Work that ends in one result (an embeddings request): admitted, run, finished like a Generation."""
+
+    async def admit(self) -> None:
+        """Routing preconditions and admission queues; raises before any engine work."""
+
+    async def run(self) -> Any:
+        """The result the route's `respond` turns into a response."""
+
+    def finish(self) -> None:
+        """Release admission slots and record metrics (idempotent)."""
+
+
+B = TypeVar("B")
+
+
+async def _built(build: Coroutine[Any, Any, B]) -> B:
+    """Await a route's build coroutine, its domain errors mapped to HTTP; a never-started build must not warn
+    (serve_generation does the same inline: one coroutine layer less on the chat path)."""
+    try:
+        return await build
+    except REQUEST_FAILURES as exc:
+        raise to_api_error(exc) from None
+    finally:
+        build.close()  # no-op once awaited
+
+
+async def serve_unary(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
+                      build: Coroutine[Any, Any, UnaryJob], respond: Callable[[Any], web.Response]) -> web.Response:
+    """Run one non-streaming, non-generating API request end to end: the same tracking, admission, request
+    timeout and error mapping as serve_generation; `respond(result)` builds the JSON response."""
+    with RequestTracker(state, model.name, endpoint, False):
+        job = await _built(build)
+        del build
+        try:
+            try:
+                await job.admit()
+                async with asyncio.timeout(state.settings.request_timeout):
+                    result = await job.run()
+            except REQUEST_FAILURES as exc:
+                raise to_api_error(exc) from None
+            return respond(result)
+        finally:
+            job.finish()
 
 
 async def serve_generation(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,

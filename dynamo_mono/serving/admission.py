@@ -67,3 +67,16 @@ class AdmissionQueue:
                 self.active += 1
                 fut.set_result(None)
                 return
+
+
+async def pass_queue(queue: AdmissionQueue, priority: int, latency_sensitivity: float | None,
+                     queued_gauge=None) -> None:
+    """Take a slot of queue; while the request waits for it, queued_gauge (the model's) counts it."""
+    if queue.limit is None or (queue.active < queue.limit and not queue.waiting) or queued_gauge is None:
+        await queue.acquire(priority, latency_sensitivity)
+        return
+    queued_gauge.inc()
+    try:
+        await queue.acquire(priority, latency_sensitivity)
+    finally:
+        queued_gauge.dec()

@@ -8,6 +8,7 @@ from contextlib import aclosing
 from typing import AsyncIterator
 
 from dynamo_mono.engine import EngineRequest
+from dynamo_mono.serving.admission import pass_queue
 from dynamo_mono.serving.choice import ChoiceState, Step
 from dynamo_mono.serving.pool import InstancePool
 
@@ -82,17 +83,8 @@ class Generation:
             self.observe()
 
     async def _admit(self, queue) -> None:
-        priority = self.requests[0].priority
-        if queue.limit is None or (queue.active < queue.limit and not queue.waiting):
-            await queue.acquire(priority, self.latency_sensitivity)
-            return
-        if self.metrics is not None:
-            self.metrics.model(self.model).queued.inc()
-        try:
-            await queue.acquire(priority, self.latency_sensitivity)
-        finally:
-            if self.metrics is not None:
-                self.metrics.model(self.model).queued.dec()
+        gauge = self.metrics.model(self.model).queued if self.metrics is not None else None
+        await pass_queue(queue, self.requests[0].priority, self.latency_sensitivity, gauge)
 
     async def steps(self) -> AsyncIterator[Step]:
         """Yield Steps until every choice has finished (a Step with finish_reason is each choice's last)."""

@@ -10,6 +10,8 @@ from typing import AsyncIterator
 
 from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.engine import (
+    EmbeddingOutput,
+    EmbeddingRequest,
     Engine,
     EngineError,
     EngineOutput,
@@ -57,6 +59,22 @@ def kv_blocks_needed(num_tokens: int, block_size: int) -> int:
     """KV blocks (of one dp rank) a prompt needs before its second token: the prompt's tokens plus the slot
     of the first generated token, whose KV the first decode step writes (the mocker rejects less; vLLM too)."""
     return num_tokens // block_size + 1
+
+
+def _fit_tokens(req: EngineRequest | EmbeddingRequest) -> int:
+    """Tokens one engine sequence of req holds: the prompt, or an embedding batch's longest input."""
+    if type(req) is not EmbeddingRequest:
+        return len(req.token_ids)
+    return max(map(len, req.token_ids), default=0)
+
+
+def _check_embeddings(out: EmbeddingOutput, req: EmbeddingRequest, inst: Instance) -> None:
+    """A non-retryable EngineError when an engine's answer breaks the contract (a bug, not bad luck)."""
+    dim = req.dimensions or inst.card.embedding_dim
+    shape = getattr(out.embeddings, "shape", None)
+    if shape != (len(req.token_ids), dim):
+        raise EngineError(f"instance {inst.worker_id} returned embeddings of shape {shape}; expected "
+                          f"{(len(req.token_ids), dim)}", retryable=False)
 
 
 def engine_priority(card: ModelCard, priority: int) -> int:
@@ -122,31 +140,32 @@ class InstancePool:
         return None
 
     # --- dispatch --------------------------------------------------------------------------
-    def _candidates(self, req: EngineRequest) -> list[Instance]:
-        """Instances req may go to, healthy or not: its pinned instance, else every non-prefill one."""
-        if req.worker_id is not None:
-            inst = self.instances.get(req.worker_id)
+    def _candidates(self, worker_id: int | None, dp_rank: int | None) -> list[Instance]:
+        """Instances a request may go to, healthy or not: its pinned instance, else every non-prefill one."""
+        if worker_id is not None:
+            inst = self.instances.get(worker_id)
             if inst is None:
-                raise InvalidRequest(f"unknown backend_instance_id {req.worker_id}; known: "
+                raise InvalidRequest(f"unknown backend_instance_id {worker_id}; known: "
                                f"{sorted(self.instances)}", param="nvext.backend_instance_id")
-            if req.dp_rank is not None and req.dp_rank >= inst.card.dp_size:
-                raise InvalidRequest(f"dp_rank {req.dp_rank} out of range for instance {req.worker_id} "
+            if dp_rank is not None and dp_rank >= inst.card.dp_size:
+                raise InvalidRequest(f"dp_rank {dp_rank} out of range for instance {worker_id} "
                                f"(dp size {inst.card.dp_size})", param="nvext.dp_rank")
             return [inst]
         return [i for i in self.instances.values() if i.role != "prefill"]
 
-    def _allowed(self, req: EngineRequest) -> tuple[InstanceKey | None, list[InstanceKey]]:
-        """The pinned key (if one) and the keys req may be routed to now: usable, and able to hold it."""
-        n = len(req.token_ids)
-        candidates = self._candidates(req)
-        if req.worker_id is not None:
+    def _allowed(self, worker_id: int | None, dp_rank: int | None,
+                 n: int) -> tuple[InstanceKey | None, list[InstanceKey]]:
+        """The pinned key (if one) and the keys a request may be routed to now: usable, and able to hold a
+        prompt of n tokens."""
+        candidates = self._candidates(worker_id, dp_rank)
+        if worker_id is not None:
             inst = candidates[0]
             if not inst.fits(n):
                 return None, []
-            keys = [(inst.worker_id, req.dp_rank)] if req.dp_rank is not None else inst.keys()
+            keys = [(inst.worker_id, dp_rank)] if dp_rank is not None else inst.keys()
             return (keys[0] if len(keys) == 1 else None), keys
         now = time.monotonic()
-        rank = req.dp_rank
+        rank = dp_rank
         if rank is not None and candidates and not any(rank < i.card.dp_size for i in candidates):
             raise InvalidRequest(f"no instance has dp_rank {rank}", param="nvext.dp_rank")
         return None, [k for i in candidates if i.usable(now) and i.fits(n) for k in i.keys()
@@ -168,27 +187,32 @@ class InstancePool:
                        f"of {bs} tokens but the largest instance holds {best.card.total_kv_blocks}; "
                        f"shorten the prompt", param="messages")
 
-    def preflight(self, req: EngineRequest) -> None:
+    def preflight(self, req: EngineRequest | EmbeddingRequest) -> None:
         """Fail fast, before a response starts: unknown pin or a prompt no instance can hold (400), or no
-        ready instance (503)."""
-        self.check_fits(len(req.token_ids), req.worker_id)
-        _, allowed = self._allowed(req)
+        ready instance (503). An embedding batch must fit input by input."""
+        n = _fit_tokens(req)
+        self.check_fits(n, req.worker_id)
+        _, allowed = self._allowed(req.worker_id, req.dp_rank, n)
         if not allowed:
             raise NoReadyInstance(f"no ready instance of model '{self.model}'")
 
-    async def _select(self, req: EngineRequest):
+    async def _select(self, req: EngineRequest | EmbeddingRequest):
         deadline = None if self.queue_timeout is None else time.monotonic() + self.queue_timeout
         queued = False
+        if type(req) is not EmbeddingRequest:
+            hashes, isl, fit, expected = req.block_hashes or [], len(req.token_ids), len(req.token_ids), \
+                req.expected_output_tokens or 0
+        else:  # an embedding batch: no prefix to match, load = all its tokens, each input must fit
+            hashes, isl, fit, expected = [], sum(map(len, req.token_ids)), _fit_tokens(req), 0
         try:
             while True:
-                pinned, allowed = self._allowed(req)
+                pinned, allowed = self._allowed(req.worker_id, req.dp_rank, fit)
                 if not allowed:
-                    self.check_fits(len(req.token_ids), req.worker_id)  # a 400 if it is the prompt, not the pool
+                    self.check_fits(fit, req.worker_id)  # a 400 if it is the prompt, not the pool
                     raise NoReadyInstance(f"no ready instance of model '{self.model}'")
                 try:
-                    sel = self.router.select(req.request_id, req.block_hashes or [], len(req.token_ids),
-                                             pinned=pinned, allowed=allowed,
-                                             expected_output_tokens=req.expected_output_tokens or 0)
+                    sel = self.router.select(req.request_id, hashes, isl, pinned=pinned, allowed=allowed,
+                                             expected_output_tokens=expected)
                 except NoInstance as exc:
                     raise NoReadyInstance(str(exc)) from None
                 if sel is not None:
@@ -278,6 +302,43 @@ class InstancePool:
             log.warning("request %s: instance %s failed (%s); migrating (%d/%d)",
                         rid, inst.worker_id, error, attempts, self.migration_limit)
             current = self._continuation(req, generated)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingOutput:
+        """Embed one batch on a routed instance; a retryable failure re-sends the whole batch to another
+        instance (embeddings are cheap to recompute), up to migration_limit times. req is never modified."""
+        attempts = 0
+        router = self.router
+        rid = req.request_id
+        current = req
+        while True:
+            sel = await self._select(current)
+            inst = self.instances.get(sel.key[0])
+            if inst is None:  # removed between select and dispatch
+                router.on_finish(rid)
+                continue
+            sent = replace(current, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
+            try:
+                out = await inst.engine.embed(sent)
+            except EngineError as exc:
+                if not exc.retryable:  # the request's own fault: no other instance would do better
+                    raise
+                error = str(exc)
+            else:
+                _check_embeddings(out, req, inst)
+                inst.consecutive_failures = 0
+                return out
+            finally:
+                router.on_finish(rid)
+            self._record_failure(inst)
+            if attempts >= self.migration_limit:
+                raise EngineError(f"instance {inst.worker_id} failed: {error}")
+            attempts += 1
+            if self.metrics is not None:
+                self.metrics.model(self.model).migrations.inc()
+            log.warning("embedding request %s: instance %s failed (%s); retrying (%d/%d)",
+                        rid, inst.worker_id, error, attempts, self.migration_limit)
+            # A pin cannot survive the failure of the pinned instance (as for a migrated generation).
+            current = replace(req, worker_id=None, dp_rank=req.dp_rank if req.worker_id is None else None)
 
     async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput, EngineRequest | None] | None:
         """Disaggregation: run the prompt on a prefill instance; returns its first output and the decode

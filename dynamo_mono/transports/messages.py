@@ -6,12 +6,23 @@ from typing import Any, Union
 
 import msgspec
 
-from dynamo_mono.engine import EngineOutput, EngineRequest, LoadMetrics, ModelCard, TokenLogprob
+import numpy as np
+
+from dynamo_mono.engine import (
+    EmbeddingOutput,
+    EmbeddingRequest,
+    EngineOutput,
+    EngineRequest,
+    LoadMetrics,
+    ModelCard,
+    TokenLogprob,
+)
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
 # 2: typed EngineRequest / ModelCard fields (migration resume, KV transfer, disaggregation) replace `extra`;
 #    Register carries the model's files so a worker can bring a model the server does not serve yet.
-PROTOCOL_VERSION = 2
+# 3: embedding models: ModelCard.kind / embedding_dim / matryoshka, Embed / Embedded messages.
+PROTOCOL_VERSION = 3
 
 
 class ModelFiles(msgspec.Struct, array_like=True):
@@ -84,6 +95,24 @@ class Output(msgspec.Struct, tag=True, array_like=True):
     index: int = 0
 
 
+class Embed(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: embed a batch on instance; answered by one Embedded or StreamFailed on `stream`."""
+
+    stream: int
+    instance: int
+    request: EmbeddingRequest
+
+
+class Embedded(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the vectors of an Embed, rows x dim little-endian float32 in row order."""
+
+    stream: int
+    rows: int
+    dim: int
+    data: bytes
+    prompt_tokens: int
+
+
 class StreamFailed(msgspec.Struct, tag=True, array_like=True):
     """Worker → server: the engine raised; the server turns this into an EngineError."""
 
@@ -119,7 +148,7 @@ class SnapshotRequest(msgspec.Struct, tag=True, array_like=True):
 
 
 Message = Union[Register, Registered, Refused, Heartbeat, Load, Generate, Output, StreamFailed, Abort, KvEvents,
-                Snapshot, SnapshotRequest]
+                Snapshot, SnapshotRequest, Embed, Embedded]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -135,6 +164,18 @@ def output_message(stream: int, out: EngineOutput) -> Output:
 def engine_output(m: Output) -> EngineOutput:
     return EngineOutput(m.token_ids, m.logprobs, m.finish_reason, m.stop_token_id, m.cached_tokens,
                         m.prompt_tokens, m.error, m.index)
+
+
+def embedded_message(stream: int, out: EmbeddingOutput) -> Embedded:
+    vectors = np.ascontiguousarray(out.embeddings, dtype="<f4")
+    rows, dim = vectors.shape
+    return Embedded(stream, rows, dim, vectors.tobytes(), out.prompt_tokens)
+
+
+def embedding_output(m: Embedded) -> EmbeddingOutput:
+    """The EmbeddingOutput of an Embedded; a payload that does not hold rows x dim floats raises ValueError."""
+    vectors = np.frombuffer(m.data, dtype="<f4").reshape(m.rows, m.dim).astype(np.float32, copy=False)
+    return EmbeddingOutput(vectors, m.prompt_tokens)
 
 
 # KV events carry a union of dataclasses; on the wire each is a short tuple led by a kind letter.

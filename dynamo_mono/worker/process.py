@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
-from dynamo_mono.engine import EngineError, EngineRequest
+from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest
 from dynamo_mono.model_spec import spec_from_settings
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.worker.model_files import pack_model_files
@@ -183,6 +183,12 @@ class Worker:
                             self._stream(conn, msg.stream, self.engines[msg.instance], msg.request))
                     else:
                         conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
+                elif t is m.Embed:
+                    if 0 <= msg.instance < len(self.engines):
+                        self.tasks[msg.stream] = loop.create_task(
+                            self._embed(conn, msg.stream, self.engines[msg.instance], msg.request))
+                    else:
+                        conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
                 elif t is m.Abort:
                     task = self.tasks.pop(msg.stream, None)
                     if task is not None:
@@ -211,6 +217,21 @@ class Worker:
             retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
                 conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+        finally:
+            self.tasks.pop(sid, None)
+
+    async def _embed(self, conn: FramedConnection, sid: int, engine: Any, req: EmbeddingRequest) -> None:
+        try:
+            out = await engine.embed(req)
+            await conn.send(m.encode(m.embedded_message(sid, out)))
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return
+        except Exception as exc:  # reported like a failed stream: the server may retry on another instance
+            retryable = exc.retryable if isinstance(exc, EngineError) else True
+            with contextlib.suppress(ConnectionError):
+                conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
         finally:
             self.tasks.pop(sid, None)
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError
+from dynamo_mono.engine import ENGINE_KINDS, ModelCard
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.models import new_served_model, set_model_gauges
@@ -107,11 +108,15 @@ class WorkerRegistry:
             if reg.model_files is None:
                 return (f"model {reg.model!r} is not served here (this server serves {sorted(self.state.models)}) "
                         f"and the worker sent no model files to serve it from")
-            if reg.model_files.kind != "chat":
-                return f"model {reg.model!r} is a {reg.model_files.kind} model; this server serves chat models only"
-            return None
+            if reg.model_files.kind not in ENGINE_KINDS:
+                return (f"model {reg.model!r} is a {reg.model_files.kind} model; workers bring "
+                        f"{' and '.join(ENGINE_KINDS)} models only")
+            return _check_kind(reg, reg.model_files.kind, None)
         if reg.model_files is not None and reg.model_files.kind != model.kind:
             return f"the worker serves {reg.model!r} as a {reg.model_files.kind} model; here it is a {model.kind} model"
+        problem = _check_kind(reg, model.kind, model.pool.card())
+        if problem is not None:
+            return problem
         if model.pool.instances and reg.cards[0].block_size != model.block_size:
             return (f"worker block size {reg.cards[0].block_size} != block size {model.block_size} of the other "
                     f"instances of {reg.model!r} (start every instance of a model with the same --block-size)")
@@ -168,6 +173,24 @@ class WorkerRegistry:
                         log.info("model %s left with its last worker", mdl.name)
         log.warning("worker %s (instance(s) %s) removed: %s", session.name,
                     [e.worker_id for e in session.engines], reason)
+
+
+def _check_kind(reg: m.Register, kind: str, other: ModelCard | None) -> str | None:
+    """The instances must serve the model's kind (their card is their engine's declaration), and the instances
+    of an embedding model must all give vectors of one size with one Matryoshka setting."""
+    for card in reg.cards:
+        if card.kind != kind:
+            return (f"the worker's instance serves {card.kind} requests but {reg.model!r} is a {kind} model "
+                    f"(start the worker with --model-kind {kind} and an engine registered for it)")
+    if kind == "embedding":
+        first = other or reg.cards[0]
+        for card in reg.cards:
+            if (card.embedding_dim, card.matryoshka, card.matryoshka_dimensions) != \
+                    (first.embedding_dim, first.matryoshka, first.matryoshka_dimensions):
+                return (f"embedding size {card.embedding_dim} (matryoshka {card.matryoshka}) != "
+                        f"{first.embedding_dim} (matryoshka {first.matryoshka}) of the other instances of "
+                        f"{reg.model!r}")
+    return None
 
 
 def start_args(settings: Any) -> dict[str, Any]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from dynamo_mono.engine import EngineError, EngineOutput, EngineRequest, KvEventSink, LoadMetrics, ModelCard
+from dynamo_mono.engine import (
+    EmbeddingOutput,
+    EmbeddingRequest,
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    KvEventSink,
+    LoadMetrics,
+    ModelCard,
+)
 from dynamo_mono.kv_events import KvEventBatch
 from dynamo_mono.transports import messages as m
 from dynamo_mono.worker.stream import StreamHost
@@ -78,6 +87,34 @@ class RemoteEngine:
                 else:  # StreamFailed, from the worker or because the connection died
                     finished = True
                     raise EngineError(item.message, retryable=item.retryable)
+        except ConnectionError as exc:
+            finished = True
+            raise EngineError(f"worker {session.name}: {exc}") from None
+        finally:
+            session.close_stream(sid, abort=not finished)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
+        """One Embed frame out, one Embedded (or StreamFailed) back; cancelling aborts it on the worker."""
+        session = self.session
+        if not session.alive:
+            raise EngineError(f"worker {session.name} is disconnected")
+        sid, stream = session.open_stream(request.request_id)
+        finished = False
+        try:
+            session.send_nowait(m.Embed(sid, self.instance, request))
+            loop = asyncio.get_running_loop()
+            while not stream.items:
+                fut = loop.create_future()
+                stream.waiter = fut
+                await fut
+            item = stream.items.popleft()
+            finished = True
+            if type(item) is m.Embedded:
+                try:
+                    return m.embedding_output(item)
+                except ValueError as exc:
+                    raise EngineError(f"worker {session.name}: malformed embeddings ({exc})") from None
+            raise EngineError(item.message, retryable=item.retryable)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None

@@ -89,7 +89,7 @@ class WorkerSession:
                 self.last_rx = time.monotonic()
                 msg = decode(frame)
                 t = type(msg)
-                if t is m.Output or t is m.StreamFailed:
+                if t is m.Output or t is m.StreamFailed or t is m.Embedded:
                     s = streams.get(msg.stream)
                     if s is not None:
                         s.push(msg)

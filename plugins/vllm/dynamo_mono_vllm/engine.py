@@ -8,6 +8,9 @@ import logging
 from typing import Any, AsyncIterator
 
 from dynamo_mono.api import (
+    ConfigError,
+    EmbeddingOutput,
+    EmbeddingRequest,
     EngineArgs,
     EngineError,
     EngineOutput,
@@ -65,8 +68,10 @@ class VllmEngine:
         ea = self.engine_args
         self.dp_size: int = int(ea.data_parallel_size or 1)
         self.priority: bool = ea.scheduling_policy == "priority"
+        self.kind = args.kind
+        # Embedding requests are routed by load alone (no prefix to match): KV events would feed nothing.
         self.kv_events_on: bool = bool(self.options.get("vllm_kv_events", True)) and bool(
-            ea.enable_prefix_caching is not False)
+            ea.enable_prefix_caching is not False) and self.kind == "chat"
         self.llm: Any = None
         self.listener: KvEventListener | None = None
         self.recorder = LoadRecorder(self.dp_size)
@@ -89,6 +94,12 @@ class VllmEngine:
             self.listener.start()
         # Blocks the loop while the EngineCore process loads the model: startup only, before serving.
         self.llm = AsyncLLM.from_engine_args(ea, stat_loggers=[self.recorder.factory()])
+        runner = self.llm.vllm_config.model_config.runner_type
+        if (runner == "pooling") != (self.kind == "embedding"):
+            await self.stop()
+            raise ConfigError(f"vLLM runs {self.args.model_path} on its {runner} runner, which does not serve "
+                              f"{self.kind} models; start it with --model-kind "
+                              f"{'embedding' if runner == 'pooling' else 'chat'}")
         self._card = self._build_card()
         self._stopped = False
         log.info("vLLM instance %d ready: block size %d, %s KV blocks, KV events %s", self.instance_id,
@@ -108,6 +119,9 @@ class VllmEngine:
         cfg = self.llm.vllm_config
         cache = cfg.cache_config
         sched = cfg.scheduler_config
+        mc = cfg.model_config
+        embedding = self.kind == "embedding"
+        mds = mc.matryoshka_dimensions if embedding else None
         return ModelCard(
             name=self.args.served_model_name,
             max_model_len=cfg.model_config.max_model_len,
@@ -121,8 +135,12 @@ class VllmEngine:
             eos_token_ids=list(self.args.eos_token_ids or []),
             supports_priority=self.priority,
             priority_higher_is_urgent=False,
-            supports_logprobs=True,
+            supports_logprobs=not embedding,
             kv_events=self.listener is not None,
+            kind=self.kind,
+            embedding_dim=mc.embedding_size if embedding else None,
+            matryoshka=embedding and bool(mc.is_matryoshka),
+            matryoshka_dimensions=[int(d) for d in mds] if mds else None,
         )
 
     def model_card(self) -> ModelCard:
@@ -163,8 +181,56 @@ class VllmEngine:
         if self.llm is not None:
             await self.llm.abort([rid for rid in list(self._live) if rid.startswith(request_id + "#")])
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
+        """Each input as one vLLM pooling request (embed task), all at once: vLLM batches them in its steps."""
+        if self.kind != "embedding":
+            raise EngineError("vllm: this instance serves a chat model, not embeddings", retryable=False)
+        if self.llm is None or self._stopped:
+            raise EngineError("vllm: engine is not running")
+        import torch
+
+        base = f"{request.request_id}#{next(self._seq)}"
+        tasks = [asyncio.ensure_future(self._embed_one(f"{base}.{i}", ids, request))
+                 for i, ids in enumerate(request.token_ids)]
+        try:
+            outs = await asyncio.gather(*tasks)
+        except (ValueError, TypeError, _client_error()) as exc:  # vLLM refused the request itself
+            raise EngineError(f"vllm: {exc}", retryable=False) from None
+        except EngineError:
+            raise
+        except Exception as exc:  # engine death and the like: another instance may serve it
+            log.warning("vLLM embedding request %s failed: %s", base, exc)
+            raise EngineError(f"vllm: {type(exc).__name__}: {exc}") from None
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        vectors = torch.stack([o.outputs.data for o in outs]).to("cpu", torch.float32).numpy()
+        return EmbeddingOutput(vectors, sum(len(o.prompt_token_ids or ()) for o in outs))
+
+    async def _embed_one(self, rid: str, token_ids: list[int], request: EmbeddingRequest) -> Any:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        # AsyncLLM.encode takes no data_parallel_rank (vLLM 0.32): with dp > 1, vLLM balances pooling requests.
+        kw: dict[str, Any] = {"priority": request.priority} if self.priority else {}
+        params = PoolingParams(task="embed", dimensions=request.dimensions)
+        self._live.add(rid)
+        try:
+            final = None
+            async for out in self.llm.encode(TokensPrompt(prompt_token_ids=list(token_ids)), params, rid, **kw):
+                final = out
+            if final is None or not final.finished:
+                raise EngineError(f"vllm: pooling request {rid} ended without a result")
+            return final
+        finally:
+            self._live.discard(rid)
+
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Stream vLLM's DELTA outputs; closing this generator (client gone) aborts the vLLM request."""
+        if self.kind != "chat":
+            raise EngineError("vllm: this instance serves an embedding model; it does not generate",
+                              retryable=False)
         if self.llm is None or self._stopped:
             yield EngineOutput(finish_reason="error", error="vllm: engine is not running",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)

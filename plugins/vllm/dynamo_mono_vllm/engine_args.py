@@ -29,6 +29,7 @@ def build_engine_args(args: EngineArgs) -> Any:
     if unknown:
         raise ConfigError(f"unrecognized arguments (neither dynamo-mono nor vLLM flags): {' '.join(unknown)}")
     eargs = AsyncEngineArgs.from_cli_args(ns)
+    _set_runner(eargs, args.kind)
     eargs.model = args.model_path
     if "--tokenizer" not in extra:
         eargs.tokenizer = args.model_path
@@ -41,3 +42,16 @@ def build_engine_args(args: EngineArgs) -> Any:
     if "--disable-log-stats" not in extra and "--no-disable-log-stats" not in extra:
         eargs.disable_log_stats = True
     return eargs
+
+
+def _set_runner(eargs: Any, kind: str) -> None:
+    """Embedding models run on vLLM's pooling runner (embed task); chat models never do."""
+    runner = getattr(eargs, "runner", "auto")
+    if kind == "embedding":
+        if runner not in ("auto", "pooling"):
+            raise ConfigError(f"--runner {runner} cannot serve an embedding model; embedding models run on "
+                              f"vLLM's pooling runner (drop --runner or pass --runner pooling)")
+        eargs.runner = "pooling"
+    elif runner == "pooling":
+        raise ConfigError("--runner pooling serves embedding models: start it with --model-kind embedding "
+                          "(or kind: embedding in --config)")

@@ -24,6 +24,8 @@ def register_engines(register: Callable[..., None]) -> None:
         options=VLLM_OPTIONS,
         requires=["vllm"],
         install_hint="pip install vllm dynamo-mono-vllm (CPU: plugins/vllm/install-cpu.sh)",
-        description="vLLM AsyncLLM instances: token in / token out, KV events into the KV router",
+        description="vLLM AsyncLLM instances: token in / token out, KV events into the KV router; pooling "
+                    "models (embed) for embedding models",
         passthrough_args=True,
+        kinds=("chat", "embedding"),
     )

@@ -22,8 +22,11 @@ def tiny_chatml_dir() -> Path:
 
 
 def build_tiny_llama(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: int = 128, layers: int = 2,
-                     heads: int = 4, max_position_embeddings: int = 2048) -> Path:
-    """Write config, safetensors weights and tokenizer files to out_dir (idempotent); return the path."""
+                     heads: int = 4, max_position_embeddings: int = 2048, matryoshka: bool = False) -> Path:
+    """Write config, safetensors weights and tokenizer files to out_dir (idempotent); return the path.
+
+    matryoshka: mark the config `is_matryoshka` (what vLLM reads), so that served as an embedding model
+    (vLLM's pooling runner: last-token pooling, normalised) it accepts `dimensions`."""
     out = Path(out_dir)
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return out
@@ -38,6 +41,7 @@ def build_tiny_llama(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: 
         max_position_embeddings=max_position_embeddings, rms_norm_eps=1e-6, rope_theta=10000.0,
         bos_token_id=qwen["bos_token_id"], eos_token_id=qwen["eos_token_id"], tie_word_embeddings=False,
         torch_dtype="float32",
+        **({"is_matryoshka": True} if matryoshka else {}),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32)
