@@ -293,14 +293,7 @@ class InstancePool:
                 error = str(exc)
             finally:
                 router.on_finish(rid)
-            self._record_failure(inst)
-            if attempts >= self.migration_limit:
-                raise EngineError(f"instance {inst.worker_id} failed: {error}")
-            attempts += 1
-            if self.metrics is not None:
-                self.metrics.model(self.model).migrations.inc()
-            log.warning("request %s: instance %s failed (%s); migrating (%d/%d)",
-                        rid, inst.worker_id, error, attempts, self.migration_limit)
+            attempts = self._retry_or_raise(inst, attempts, error, f"request {rid}", "migrating")
             current = self._continuation(req, generated)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingOutput:
@@ -329,14 +322,7 @@ class InstancePool:
                 return out
             finally:
                 router.on_finish(rid)
-            self._record_failure(inst)
-            if attempts >= self.migration_limit:
-                raise EngineError(f"instance {inst.worker_id} failed: {error}")
-            attempts += 1
-            if self.metrics is not None:
-                self.metrics.model(self.model).migrations.inc()
-            log.warning("embedding request %s: instance %s failed (%s); retrying (%d/%d)",
-                        rid, inst.worker_id, error, attempts, self.migration_limit)
+            attempts = self._retry_or_raise(inst, attempts, error, f"embedding request {rid}", "retrying")
             # A pin cannot survive the failure of the pinned instance (as for a migrated generation).
             current = replace(req, worker_id=None, dp_rank=req.dp_rank if req.worker_id is None else None)
 
@@ -418,6 +404,19 @@ class InstancePool:
                        resumed_output_tokens=original.resumed_output_tokens + k, worker_id=None,
                        dp_rank=dp_rank, block_hashes=block_hashes(token_ids, self.router.block_size),
                        kv_export_key=None, kv_transfer=kv_transfer)
+
+    def _retry_or_raise(self, inst: Instance, attempts: int, error: str, what: str, action: str) -> int:
+        """After an instance failed a request: count it against the instance, then either raise (retries used
+        up) or count a migration and return the next attempt number."""
+        self._record_failure(inst)
+        if attempts >= self.migration_limit:
+            raise EngineError(f"instance {inst.worker_id} failed: {error}")
+        attempts += 1
+        if self.metrics is not None:
+            self.metrics.model(self.model).migrations.inc()
+        log.warning("%s: instance %s failed (%s); %s (%d/%d)",
+                    what, inst.worker_id, error, action, attempts, self.migration_limit)
+        return attempts
 
     def _record_failure(self, inst: Instance) -> None:
         inst.consecutive_failures += 1
