@@ -1,4 +1,5 @@
-"""NVIDIA aiperf against a mocker server: `--endpoint-type responses` and `chat`, unary and streamed; reports errors.
+"""NVIDIA aiperf against mocker servers: `--endpoint-type responses` and `chat` (unary and streamed) and
+`embeddings` (an embedding model); reports errors.
 
 Streamed runs use the server's token counts (aiperf then sends `stream_options.include_usage`); one more
 responses run has multi-turn conversations, which aiperf chains with `previous_response_id` (the server echoes
@@ -48,7 +49,8 @@ def run_aiperf(exe: Path, server: ServerProcess, endpoint: str, stream: bool, re
     cmd = [str(exe), "profile", "-m", MODEL, "--url", server.url, "--endpoint-type", endpoint,
            "--request-count", str(requests), "--concurrency", str(concurrency),
            "--tokenizer", str(TINY_CHATML_DIR), "--prompt-input-tokens-mean", "64",
-           "--prompt-output-tokens-mean", "300", "--random-seed", "1", "--ui-type", "none",
+           *(() if endpoint == "embeddings" else ("--prompt-output-tokens-mean", "300")),
+           "--random-seed", "1", "--ui-type", "none",
            "--no-server-metrics", "--export-level", "raw", "--artifact-dir", str(out)]
     if stream:
         cmd += ["--streaming", "--use-server-token-count"]
@@ -117,6 +119,15 @@ def main() -> int:
                 print(f"{label:28} {json.dumps(r)}", flush=True)
     finally:
         server.stop()
+    embedder = start_server(["--engine", "mocker", "--model-kind", "embedding", "--speedup-ratio", "0",
+                             "--log-level", "warning"])
+    try:
+        with tempfile.TemporaryDirectory(prefix="aiperf-") as tmp:
+            r = run_aiperf(exe, embedder, "embeddings", False, args.requests, args.concurrency, Path(tmp))
+            failed += not r["ok"]
+            print(f"{'embeddings unary':28} {json.dumps(r)}", flush=True)
+    finally:
+        embedder.stop()
     print("aiperf check:", "OK" if not failed else f"{failed} run(s) with errors")
     return 1 if failed else 0
 
