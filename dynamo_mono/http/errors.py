@@ -5,6 +5,7 @@ from __future__ import annotations
 from dynamo_mono.engine import EngineError
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.serving import errors as se
+from dynamo_mono.serving.request import REQUEST_FAILURES  # noqa: F401  (re-exported for the routes)
 
 _RETRY = {"Retry-After": "1"}
 
@@ -45,5 +46,6 @@ def _from_domain(exc: se.ServingError) -> ApiError:
     return ApiError(500, exc.message, **kw)
 
 
-# Everything a generation may raise that ends the request with a client-visible error.
-REQUEST_FAILURES = (ApiError, se.ServingError, EngineError, TimeoutError)
+def http_error_type(exc: BaseException) -> str:
+    """The error_type metrics label of a request failure on HTTP: "http_<status>" (TypeError if not one)."""
+    return f"http_{to_api_error(exc).status}"

@@ -1,7 +1,8 @@
 """The one request path of every model route: tracking, admission, timeout, stream or unary, errors.
 
 A route parses its protocol, builds the work as a coroutine that returns a Generation, and hands it here with
-an encoder that turns Steps into its protocol's bytes. Everything else — in-flight and request metrics,
+an encoder that turns Steps into its protocol's bytes. The protocol-neutral part (tracking, build, admission,
+timeout, finish) is serving/request.py's ServedRequest, which other frontends (gRPC) share; everything else — in-flight and request metrics,
 admission and priority queues, routing preconditions, the request timeout, cancellation when the client goes
 away (aiohttp cancels the handler; closing the step iterator aborts the engine request), and mapping failures
 to HTTP statuses or in-stream error events — happens here, the same way for every API. Routes whose work is
@@ -12,18 +13,18 @@ shares the tracking, admission, timeout and error mapping.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Coroutine, Protocol, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Protocol
 
 from aiohttp import web
 
-from dynamo_mono.http.errors import REQUEST_FAILURES, to_api_error
+from dynamo_mono.http.errors import REQUEST_FAILURES, http_error_type, to_api_error
 from dynamo_mono.http.sse import EventStream, open_stream
 from dynamo_mono.http.state import ServerState
-from dynamo_mono.http.tracking import RequestTracker
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.serving.choice import Step
 from dynamo_mono.serving.generation import Generation
 from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.request import ServedRequest
 
 PING_INTERVAL_S = 10.0  # seconds without output before another keep-alive event, until the first token
 
@@ -69,71 +70,40 @@ class UnaryJob(Protocol):
         """Release admission slots and record metrics (idempotent)."""
 
 
-B = TypeVar("B")
-
-
-async def _built(build: Coroutine[Any, Any, B]) -> B:
-    """Await a route's build coroutine, its domain errors mapped to HTTP; a never-started build must not warn
-    (serve_generation does the same inline: one coroutine layer less on the chat path)."""
-    try:
-        return await build
-    except REQUEST_FAILURES as exc:
-        raise to_api_error(exc) from None
-    finally:
-        build.close()  # no-op once awaited
-
-
 async def serve_unary(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
                       build: Coroutine[Any, Any, UnaryJob], respond: Callable[[Any], web.Response]) -> web.Response:
     """Run one non-streaming, non-generating API request end to end: the same tracking, admission, request
     timeout and error mapping as serve_generation; `respond(result)` builds the JSON response."""
-    with RequestTracker(state, model.name, endpoint, False):
-        job = await _built(build)
-        del build
-        try:
-            try:
-                await job.admit()
-                async with asyncio.timeout(state.settings.request_timeout):
-                    result = await job.run()
-            except REQUEST_FAILURES as exc:
-                raise to_api_error(exc) from None
+    try:
+        async with ServedRequest(state, model.name, endpoint=endpoint, stream=False, build=build,
+                                 classify=http_error_type) as served:
+            async with served.deadline():
+                result = await served.work.run()
             return respond(result)
-        finally:
-            job.finish()
+    except REQUEST_FAILURES as exc:
+        raise to_api_error(exc) from None
 
 
 async def serve_generation(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
                            stream: bool, build: Coroutine[Any, Any, Generation],
                            encoder: StreamEncoder | UnaryEncoder) -> web.StreamResponse:
     """Run one API request end to end; `build` (template, tokenization, ...) runs inside the tracking."""
-    with RequestTracker(state, model.name, endpoint, stream) as tracker:
-        try:
-            gen = await build
-        except REQUEST_FAILURES as exc:
-            raise to_api_error(exc) from None
-        finally:
-            build.close()  # no-op once awaited; a never-started build must not warn
-        del build
-        try:
-            try:
-                await gen.admit()
-            except REQUEST_FAILURES as exc:
-                raise to_api_error(exc) from None
-            if stream:
-                return await _stream(request, state, gen, encoder, tracker)  # type: ignore[arg-type]
-            return await _unary(state, gen, encoder)  # type: ignore[arg-type]
-        finally:
-            gen.finish()
-
-
-async def _unary(state: ServerState, gen: Generation, enc: UnaryEncoder) -> web.Response:
-    enc.open(gen)
     try:
-        async with asyncio.timeout(state.settings.request_timeout):
-            async for step in gen.steps():
-                enc.step(step)
+        async with ServedRequest(state, model.name, endpoint=endpoint, stream=stream, build=build,
+                                 classify=http_error_type) as served:
+            if stream:
+                return await _stream(request, served, encoder)  # type: ignore[arg-type]
+            return await _unary(served, encoder)  # type: ignore[arg-type]
     except REQUEST_FAILURES as exc:
         raise to_api_error(exc) from None
+
+
+async def _unary(served: ServedRequest[Generation], enc: UnaryEncoder) -> web.Response:
+    gen = served.work
+    enc.open(gen)
+    async with served.deadline():
+        async for step in gen.steps():
+            enc.step(step)
     return enc.response(gen)
 
 
@@ -154,8 +124,8 @@ async def _first_pull(it: AsyncIterator[Step]) -> asyncio.Future:
     return task
 
 
-async def _stream(request: web.Request, state: ServerState, gen: Generation, enc: StreamEncoder,
-                  tracker: RequestTracker) -> web.StreamResponse:
+async def _stream(request: web.Request, served: ServedRequest[Generation], enc: StreamEncoder) -> web.StreamResponse:
+    gen = served.work
     it = gen.steps()
     pending: asyncio.Future | None = None
     stream: EventStream | None = None
@@ -168,7 +138,7 @@ async def _stream(request: web.Request, state: ServerState, gen: Generation, enc
         head = enc.open(gen)
         if head:
             await send(head)
-        async with asyncio.timeout(state.settings.request_timeout):
+        async with served.deadline():
             while pending is not None:  # until the first token: wait on the pull, pinging meanwhile
                 task = pending
                 while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
@@ -193,7 +163,7 @@ async def _stream(request: web.Request, state: ServerState, gen: Generation, enc
         err = to_api_error(exc)
         if stream is None:
             raise err from None
-        tracker.fail(err.code or f"http_{err.status}")
+        served.tracker.fail(err.code or f"http_{err.status}")
         await stream.send(enc.error(err))
     finally:
         if pending is not None:

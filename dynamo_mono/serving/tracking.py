@@ -1,21 +1,24 @@
-"""Per-request accounting: in-flight gauge, requests_total by status, disconnects, failures."""
+"""Per-request accounting of any frontend: in-flight gauge, requests_total by endpoint and status, failures."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable
 
-from dynamo_mono.http.state import ServerState
-from dynamo_mono.http.errors import to_api_error
-from dynamo_mono.protocol.errors import ApiError
-from dynamo_mono.serving.errors import ServingError
+# How a transport names a failure in the error_type label (HTTP: "http_<status>", gRPC: "grpc_<code>").
+Classify = Callable[[BaseException], str]
 
 
 class RequestTracker:
-    """Context manager around one API request; classifies how it ended for the metrics."""
+    """Context manager around one API request; classifies how it ended for the metrics.
 
-    __slots__ = ("state", "model", "endpoint", "request_type", "status", "error_type", "mm")
+    `classify(exc)` names a request failure (a domain error, an ApiError, an engine error, a timeout) for the
+    error_type label; any other exception is "internal", a cancellation "disconnected".
+    """
 
-    def __init__(self, state: ServerState, model: str, endpoint: str, stream: bool) -> None:
+    __slots__ = ("state", "model", "endpoint", "request_type", "status", "error_type", "mm", "classify")
+
+    def __init__(self, state: Any, model: str, endpoint: str, stream: bool, classify: Classify) -> None:
         self.state = state
         self.model = model
         self.endpoint = endpoint
@@ -23,6 +26,7 @@ class RequestTracker:
         self.status = "success"
         self.error_type = ""
         self.mm = state.metrics.model(model)
+        self.classify = classify
 
     def __enter__(self) -> "RequestTracker":
         m = self.state.metrics
@@ -43,12 +47,12 @@ class RequestTracker:
             if issubclass(exc_type, (asyncio.CancelledError, ConnectionResetError)):
                 self.status, self.error_type = "cancelled", "disconnected"
                 self.mm.disconnected.inc()
-            elif issubclass(exc_type, ApiError):
-                self.status, self.error_type = "error", f"http_{exc.status}"
-            elif issubclass(exc_type, ServingError):
-                self.status, self.error_type = "error", f"http_{to_api_error(exc).status}"
             else:
-                self.status, self.error_type = "error", "internal"
+                self.status = "error"
+                try:
+                    self.error_type = self.classify(exc)
+                except TypeError:  # not a request outcome
+                    self.error_type = "internal"
         if self.status == "error":
             m.child(m.failures, self.model, self.error_type).inc()
         m.child(m.requests_total, self.model, self.endpoint, self.request_type, self.status, self.error_type).inc()
