@@ -32,12 +32,15 @@ from dynamo_mono.engine import (
     TokenLogprob,
 )
 from dynamo_mono.hookspecs import (
+    Frontend,
     RegisterEngine,
+    RegisterFrontend,
     RegisterModality,
     RegisterParser,
     RegisterTransport,
     hookimpl,
 )
+from dynamo_mono.http.state import ServerState
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
 from dynamo_mono.parsers.base import (
     ParsedDelta,
@@ -47,6 +50,23 @@ from dynamo_mono.parsers.base import (
     new_call_id,
     partial_suffix,
 )
+from dynamo_mono.serving.choice import Step
+from dynamo_mono.serving.completion import check_completion, completion_generation
+from dynamo_mono.serving.errors import (
+    ContextLengthExceeded,
+    EngineFailed,
+    InvalidRequest,
+    ModelNotFound,
+    NoInstance,
+    QueueFull,
+    QueueTimeout,
+    RequestTimedOut,
+    ServingError,
+)
+from dynamo_mono.serving.generation import Generation
+from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.params import GenParams
+from dynamo_mono.serving.request import REQUEST_FAILURES, ServedRequest
 from dynamo_mono.transports.framing import FramedConnection
 from dynamo_mono.transports.kv import KvTransferError, KvTransport, Published
 from dynamo_mono.transports.tcp import connect as connect_framed
@@ -58,6 +78,28 @@ __all__ = [
     "RegisterParser",
     "RegisterModality",
     "RegisterTransport",
+    "RegisterFrontend",
+    # frontends: the server state they are built with and the one request path they share with HTTP
+    "Frontend",
+    "ServerState",
+    "ServedModel",
+    "ServedRequest",
+    "REQUEST_FAILURES",
+    "GenParams",
+    "Generation",
+    "Step",
+    "check_completion",
+    "completion_generation",
+    # domain errors a request can end with (each frontend maps them to its statuses)
+    "ServingError",
+    "InvalidRequest",
+    "ContextLengthExceeded",
+    "ModelNotFound",
+    "QueueFull",
+    "QueueTimeout",
+    "NoInstance",
+    "RequestTimedOut",
+    "EngineFailed",
     # configuration
     "Option",
     "ConfigError",

@@ -29,12 +29,18 @@ def engine_options(plugins: Plugins, engine: str) -> list[Option]:
     return list(reg.options) if reg is not None else []
 
 
+def frontend_options(plugins: Plugins) -> list[Option]:
+    """The options of every registered frontend (server options: they apply whichever engine serves)."""
+    return [o for reg in plugins.registered("frontend").values() for o in reg.options]
+
+
 def serve_options(plugins: Plugins, engine: str = "mocker") -> list[Option]:
-    """Every option `serve --engine ENGINE` accepts: core, router, then that engine's own, in help order."""
+    """Every option `serve --engine ENGINE` accepts: core, router, frontends, then that engine's own, in help
+    order."""
     from dynamo_mono.options import CORE_OPTIONS
     from dynamo_mono.router.options import ROUTER_OPTIONS
 
-    return dedupe([*CORE_OPTIONS, *ROUTER_OPTIONS, *engine_options(plugins, engine)])
+    return dedupe([*CORE_OPTIONS, *ROUTER_OPTIONS, *frontend_options(plugins), *engine_options(plugins, engine)])
 
 
 def _passthrough_allowed(plugins: Plugins, engine: str) -> bool:

@@ -68,6 +68,30 @@ class RegisterTransport(Protocol):
         """Register worker/KV transport `name`: factory(**kwargs) -> KvTransport."""
 
 
+class Frontend(Protocol):
+    """A server front door beside the HTTP server (e.g. KServe gRPC), built by a frontend factory."""
+
+    async def start(self) -> None:
+        """Start serving; called after every configured model is up. Raise ConfigError on a bad setting."""
+
+    async def stop(self) -> None:
+        """Stop serving; called at shutdown after in-flight requests drained (or --shutdown-timeout ran out)."""
+
+
+class RegisterFrontend(Protocol):
+    """The `register` of `register_frontends`."""
+
+    def __call__(self, name: str, factory: Callable[..., Any], *, enable_option: str, options: Iterable[Option] = (),
+                 requires: Iterable[str] = (), install_hint: str = "", description: str = "") -> None:
+        """Register frontend `name`: factory(state) -> Frontend, where state is the server's ServerState.
+
+        options: server options the frontend adds to `serve` (flags, env vars); enable_option: the name of one
+        of them, a bool defaulting to False, that turns the frontend on (its other options are refused while it
+        is off); requires / install_hint as for engines (enabling a frontend whose modules are missing stops
+        the server with the hint).
+        """
+
+
 @hookspec
 def register_engines(register: RegisterEngine) -> None:
     """Register engines: register(name, factory, *, options, requires, install_hint, description, passthrough_args,
@@ -87,6 +111,11 @@ def register_modalities(register: RegisterModality) -> None:
 @hookspec
 def register_transports(register: RegisterTransport) -> None:
     """Register worker/KV transports: register(name, factory, *, requires, install_hint, description)."""
+
+
+@hookspec
+def register_frontends(register: RegisterFrontend) -> None:
+    """Register frontends: register(name, factory, *, enable_option, options, requires, install_hint, description)."""
 
 
 @hookspec

