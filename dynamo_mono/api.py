@@ -40,7 +40,6 @@ from dynamo_mono.hookspecs import (
     RegisterTransport,
     hookimpl,
 )
-from dynamo_mono.http.state import ServerState
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
 from dynamo_mono.parsers.base import (
     ParsedDelta,
@@ -50,8 +49,6 @@ from dynamo_mono.parsers.base import (
     new_call_id,
     partial_suffix,
 )
-from dynamo_mono.serving.choice import Step
-from dynamo_mono.serving.completion import check_completion, completion_generation
 from dynamo_mono.serving.errors import (
     ContextLengthExceeded,
     EngineFailed,
@@ -63,10 +60,6 @@ from dynamo_mono.serving.errors import (
     RequestTimedOut,
     ServingError,
 )
-from dynamo_mono.serving.generation import Generation
-from dynamo_mono.serving.model import ServedModel
-from dynamo_mono.serving.params import GenParams
-from dynamo_mono.serving.request import REQUEST_FAILURES, ServedRequest
 from dynamo_mono.transports.framing import FramedConnection
 from dynamo_mono.transports.kv import KvTransferError, KvTransport, Published
 from dynamo_mono.transports.tcp import connect as connect_framed
@@ -146,3 +139,28 @@ __all__ = [
     # testing: the embedded tiny ChatML tokenizer directory (no download needed)
     "TINY_CHATML_DIR",
 ]
+
+# What frontends use (the server state, the shared request path) pulls in the server's modules (aiohttp,
+# pydantic): imported on first use, so engine and parser plugins importing this module stay light.
+_FRONTEND_NAMES = {
+    "ServerState": "dynamo_mono.http.state",
+    "ServedModel": "dynamo_mono.serving.model",
+    "ServedRequest": "dynamo_mono.serving.request",
+    "REQUEST_FAILURES": "dynamo_mono.serving.request",
+    "GenParams": "dynamo_mono.serving.params",
+    "Generation": "dynamo_mono.serving.generation",
+    "Step": "dynamo_mono.serving.choice",
+    "check_completion": "dynamo_mono.serving.completion",
+    "completion_generation": "dynamo_mono.serving.completion",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _FRONTEND_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dynamo_mono.api' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -27,7 +27,7 @@ def enabled_frontends(settings: Settings, plugins: Any) -> list[Registration]:
             continue
         given = [o for o in reg.options if o is not switch and settings.source(o.name) != "default"]
         if given:
-            raise ConfigError(f"{', '.join(o.flag for o in given)} only apply{'s' if len(given) == 1 else ''} with "
+            raise ConfigError(f"{', '.join(o.flag for o in given)} only appl{'ies' if len(given) == 1 else 'y'} with "
                               f"{switch.flag} (frontend {reg.name!r} is off)")
     return enabled
 
