@@ -84,27 +84,31 @@ async def serve_unary(request: web.Request, state: ServerState, model: ServedMod
         raise to_api_error(exc) from None
 
 
-async def serve_generation(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
-                           stream: bool, build: Coroutine[Any, Any, Generation],
-                           encoder: StreamEncoder | UnaryEncoder) -> web.StreamResponse:
-    """Run one API request end to end; `build` (template, tokenization, ...) runs inside the tracking."""
+def serve_generation(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
+                     stream: bool, build: Coroutine[Any, Any, Generation],
+                     encoder: StreamEncoder | UnaryEncoder) -> Coroutine[Any, Any, web.StreamResponse]:
+    """Run one API request end to end; `build` (template, tokenization, ...) runs inside the tracking.
+
+    Returns the coroutine the handler awaits (the stream's loop is one coroutine below the handler: every
+    engine step resumes each frame of the chain, so no frame is added in between)."""
+    if stream:
+        return _serve_stream(request, state, model, endpoint, build, encoder)  # type: ignore[arg-type]
+    return _serve_unary(state, model, endpoint, build, encoder)  # type: ignore[arg-type]
+
+
+async def _serve_unary(state: ServerState, model: ServedModel, endpoint: str, build: Coroutine[Any, Any, Generation],
+                       enc: UnaryEncoder) -> web.Response:
     try:
-        async with ServedRequest(state, model.name, endpoint=endpoint, stream=stream, build=build,
+        async with ServedRequest(state, model.name, endpoint=endpoint, stream=False, build=build,
                                  classify=http_error_type) as served:
-            if stream:
-                return await _stream(request, served, encoder)  # type: ignore[arg-type]
-            return await _unary(served, encoder)  # type: ignore[arg-type]
+            gen = served.work
+            enc.open(gen)
+            async with served.deadline():
+                async for step in gen.steps():
+                    enc.step(step)
+            return enc.response(gen)
     except REQUEST_FAILURES as exc:
         raise to_api_error(exc) from None
-
-
-async def _unary(served: ServedRequest[Generation], enc: UnaryEncoder) -> web.Response:
-    gen = served.work
-    enc.open(gen)
-    async with served.deadline():
-        async for step in gen.steps():
-            enc.step(step)
-    return enc.response(gen)
 
 
 async def _first_pull(it: AsyncIterator[Step]) -> asyncio.Future:
@@ -124,50 +128,56 @@ async def _first_pull(it: AsyncIterator[Step]) -> asyncio.Future:
     return task
 
 
-async def _stream(request: web.Request, served: ServedRequest[Generation], enc: StreamEncoder) -> web.StreamResponse:
-    gen = served.work
-    it = gen.steps()
-    pending: asyncio.Future | None = None
-    stream: EventStream | None = None
+async def _serve_stream(request: web.Request, state: ServerState, model: ServedModel, endpoint: str,
+                        build: Coroutine[Any, Any, Generation], enc: StreamEncoder) -> web.StreamResponse:
     try:
-        ping = enc.ping
-        if ping is not None:  # keep-alive protocol: refusals still become a status, then ping until output
-            pending = await _first_pull(it)
-        stream = await open_stream(request)
-        send = stream.send
-        head = enc.open(gen)
-        if head:
-            await send(head)
-        async with served.deadline():
-            while pending is not None:  # until the first token: wait on the pull, pinging meanwhile
-                task = pending
-                while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
-                    await send(ping)
-                pending = None
-                try:
-                    step = task.result()
-                except StopAsyncIteration:
-                    break
-                data = enc.step(step)
-                if data:
-                    await send(data)
-                if not step.num_tokens and step.finish_reason is None:
-                    pending = asyncio.ensure_future(it.__anext__())
-            step_of = enc.step
-            async for step in it:
-                data = step_of(step)
-                if data:
-                    await send(data)
-        await send(enc.close(gen))
+        async with ServedRequest(state, model.name, endpoint=endpoint, stream=True, build=build,
+                                 classify=http_error_type) as served:
+            gen = served.work
+            it = gen.steps()
+            pending: asyncio.Future | None = None
+            stream: EventStream | None = None
+            try:
+                ping = enc.ping
+                if ping is not None:  # keep-alive protocol: refusals still become a status, then ping until output
+                    pending = await _first_pull(it)
+                stream = await open_stream(request)
+                send = stream.send
+                head = enc.open(gen)
+                if head:
+                    await send(head)
+                async with served.deadline():
+                    while pending is not None:  # until the first token: wait on the pull, pinging meanwhile
+                        task = pending
+                        while not (await asyncio.wait({task}, timeout=PING_INTERVAL_S))[0]:
+                            await send(ping)
+                        pending = None
+                        try:
+                            step = task.result()
+                        except StopAsyncIteration:
+                            break
+                        data = enc.step(step)
+                        if data:
+                            await send(data)
+                        if not step.num_tokens and step.finish_reason is None:
+                            pending = asyncio.ensure_future(it.__anext__())
+                    step_of = enc.step
+                    async for step in it:
+                        data = step_of(step)
+                        if data:
+                            await send(data)
+                await send(enc.close(gen))
+            except REQUEST_FAILURES as exc:
+                err = to_api_error(exc)
+                if stream is None:
+                    raise err from None
+                served.tracker.fail(err.code or f"http_{err.status}")
+                await stream.send(enc.error(err))
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.gather(pending, return_exceptions=True)
+                await it.aclose()
+            return stream.response
     except REQUEST_FAILURES as exc:
-        err = to_api_error(exc)
-        if stream is None:
-            raise err from None
-        served.tracker.fail(err.code or f"http_{err.status}")
-        await stream.send(enc.error(err))
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await it.aclose()
-    return stream.response
+        raise to_api_error(exc) from None
