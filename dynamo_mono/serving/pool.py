@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.engine import (
@@ -258,12 +258,7 @@ class InstancePool:
                     return
                 current = decode
         while True:
-            sel = await self._select(current)
-            inst = self.instances.get(sel.key[0])
-            if inst is None:  # removed between select and dispatch
-                router.on_finish(rid)
-                continue
-            sent = replace(current, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
+            inst, sel, sent = await self._route(current, req.priority)
             router.on_dispatch(rid, sel, len(sent.token_ids))
             first = True
             error: str | None = None
@@ -304,12 +299,7 @@ class InstancePool:
         rid = req.request_id
         current = req
         while True:
-            sel = await self._select(current)
-            inst = self.instances.get(sel.key[0])
-            if inst is None:  # removed between select and dispatch
-                router.on_finish(rid)
-                continue
-            sent = replace(current, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
+            inst, sel, sent = await self._route(current, req.priority)
             try:
                 out = await inst.engine.embed(sent)
             except EngineError as exc:
@@ -404,6 +394,16 @@ class InstancePool:
                        resumed_output_tokens=original.resumed_output_tokens + k, worker_id=None,
                        dp_rank=dp_rank, block_hashes=block_hashes(token_ids, self.router.block_size),
                        kv_export_key=None, kv_transfer=kv_transfer)
+
+    async def _route(self, current, priority: int) -> tuple[Instance, Any, Any]:
+        """The instance an attempt goes to, its Selection, and the request it is sent: a copy of `current` with
+        the chosen dp rank and the API priority in that engine's convention."""
+        while True:
+            sel = await self._select(current)
+            inst = self.instances.get(sel.key[0])
+            if inst is not None:
+                return inst, sel, replace(current, dp_rank=sel.key[1], priority=engine_priority(inst.card, priority))
+            self.router.on_finish(current.request_id)  # removed between select and dispatch
 
     def _retry_or_raise(self, inst: Instance, attempts: int, error: str, what: str, action: str) -> int:
         """After an instance failed a request: count it against the instance, then either raise (retries used
