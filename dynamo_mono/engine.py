@@ -44,8 +44,43 @@ class StopConditions:
 
 
 DISAGGREGATION_MODES = ("agg", "prefill", "decode")
-# Model kinds an engine instance can serve: chat (generate) and embedding (embed). Media kinds are modalities.
+# Model kinds an engine instance can serve: chat (generate) and embedding (embed).
 ENGINE_KINDS = ("chat", "embedding")
+# Model kinds a media generator (registered with register_modalities) serves: generate_media().
+MEDIA_KINDS = ("image", "video", "audio")
+MODEL_KINDS = ENGINE_KINDS + MEDIA_KINDS
+
+
+@dataclass(slots=True)
+class MediaLimits:
+    """What a media generator instance can make (its card's `media`): the server checks every request against
+    these and fills defaults, so a generator only ever sees values inside them. A feature flag that is False
+    makes the server refuse the field with a 400 (a generator never has to ignore a value)."""
+
+    output_formats: tuple[str, ...]  # encodings it produces (media.encode.output_formats(kind) where it runs)
+    max_n: int = 1  # outputs one request may ask for (images: the API allows 1-10)
+    # images and video frames
+    default_width: int = 0
+    default_height: int = 0
+    max_width: int = 0
+    max_height: int = 0
+    size_multiple: int = 8  # width and height must be multiples of this (the VAE's scale factor)
+    default_steps: int = 0  # denoising steps (0 = the generator has no steps)
+    max_steps: int = 0
+    default_guidance_scale: float | None = None  # None: guidance_scale is not a knob of this generator
+    negative_prompt: bool = False
+    # video
+    default_frames: int = 0
+    max_frames: int = 0
+    default_fps: int = 0
+    max_fps: int = 0
+    input_reference: bool = False  # takes an image to start from (image-to-video)
+    # audio
+    sample_rate: int = 0
+    default_seconds: float = 0.0  # 0: the duration follows the input text's length
+    max_seconds: float = 0.0
+    voices: tuple[str, ...] = ()  # accepted `voice` values; the first is the default
+    speed: bool = False  # acts on `speed` (0.25-4.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +207,22 @@ class ModelCard:
     # Disaggregated serving: "agg" (whole requests), "prefill" (prompt + first token, KV exported) or "decode".
     disaggregation_mode: str = "agg"
     kv_endpoint: KvEndpoint | None = None  # a prefill instance's KV transport endpoint
-    # What the instance serves: "chat" (generate) or "embedding" (embed, vectors of embedding_dim floats).
+    # What the instance serves: "chat" (generate), "embedding" (embed, vectors of embedding_dim floats) or a media
+    # kind, "image" | "video" | "audio" (generate_media; `media` says what it can make).
     kind: str = "chat"
     embedding_dim: int | None = None  # embedding instances: the length of the vectors embed() returns
     matryoshka: bool = False  # embedding instances: `dimensions` (truncate + renormalise) is meaningful
     matryoshka_dimensions: list[int] | None = None  # the only `dimensions` the model was trained for (None = any)
+    media: MediaLimits | None = None  # media instances: sizes, steps, formats and inputs it takes
 
     def __post_init__(self) -> None:
         if self.disaggregation_mode not in DISAGGREGATION_MODES:
             raise ValueError(f"disaggregation_mode {self.disaggregation_mode!r} is not one of "
                              f"{', '.join(DISAGGREGATION_MODES)}")
-        if self.kind not in ENGINE_KINDS:
-            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
+        if self.kind in MEDIA_KINDS and not isinstance(self.media, MediaLimits):
+            raise ValueError(f"a {self.kind} instance's card needs media=MediaLimits(...), not {self.media!r}")
         if self.kind == "embedding" and (not isinstance(self.embedding_dim, int) or self.embedding_dim < 1):
             raise ValueError(f"an embedding instance's card needs embedding_dim >= 1, not {self.embedding_dim!r}")
 
@@ -262,7 +301,8 @@ class EngineArgs:
     reasoning_parser: str | None = None  # parser names the engine announces in its card (and formats for)
     tool_call_parser: str | None = None
     extra_args: list[str] = field(default_factory=list)  # pass-through CLI args (engines registered for them)
-    kind: str = "chat"  # what to serve: "chat" or "embedding" (only passed to engines registered for that kind)
+    kind: str = "chat"  # what to serve: "chat" or "embedding" (only passed to engines registered for that kind),
+    # or "image" | "video" | "audio" for media generators (tokenizer is None, vocab_size 0 for those)
 
 
 EngineFactory = Callable[[EngineArgs], Engine]

@@ -1,0 +1,1 @@
+"""Generated media: the generator contract, encoding, storage of results."""
