@@ -24,9 +24,9 @@ def requested_engine(argv: Sequence[str], env: dict[str, str] | None = None) -> 
 
 
 def engine_options(plugins: Plugins, engine: str) -> list[Option]:
-    """The options of one engine plugin (none when it is unknown: `serve` then reports the unknown engine)."""
-    reg = plugins.registered("engine").get(engine)
-    return list(reg.options) if reg is not None else []
+    """The options of one engine name: its engine registration's and those of the media generators registered
+    under that name (none when it is unknown: `serve` then reports the unknown engine)."""
+    return plugins.backend_options(engine)
 
 
 def frontend_options(plugins: Plugins) -> list[Option]:
@@ -117,8 +117,9 @@ def configuration_markdown(plugins: Plugins) -> str:
             "each model's `options:` key.\n\n")
     text = head + markdown_table(dedupe([*CORE_OPTIONS, *ROUTER_OPTIONS]))
     for name, reg in sorted(plugins.registered("engine").items()):
-        if reg.plugin in _BUILTIN_PLUGINS and reg.options:
-            text += f"\n# Engine `{name}`\n\n" + markdown_table(reg.options)
+        options = plugins.backend_options(name)
+        if reg.plugin in _BUILTIN_PLUGINS and options:
+            text += f"\n# Engine `{name}`\n\n" + markdown_table(options)
     return text
 
 

@@ -54,6 +54,13 @@ class FrontendMetrics:
                                   ["model"], registry=r)
         self.priority = Histogram(P + "request_priority", "Priority of admitted requests (lower = more urgent)",
                                   ["model"], buckets=(-100, -10, -1, 0, 1, 10, 100), registry=r)
+        # media generation (image / video / audio models)
+        self.media_steps = Counter(P + "media_steps_total", "Denoising steps completed for media requests",
+                                   ["model"], registry=r)
+        self.media_outputs = Counter(P + "media_outputs_total", "Images, videos and audio clips returned",
+                                     ["model"], registry=r)
+        self.media_stored_bytes = Gauge(P + "media_stored_bytes", "Bytes of generated media kept for URLs",
+                                        registry=r)
         # model gauges
         g = lambda name, doc: Gauge(P + "model_" + name, doc, ["model"], registry=r)  # noqa: E731
         self.model_context_length = g("context_length", "Context length of the model")

@@ -7,9 +7,8 @@ from typing import Any, Mapping
 
 from dynamo_mono.config import ConfigError, Option, Settings
 
-# Kinds of served models. `chat` models serve chat, completions and messages; the others serve their own routes.
-MODEL_KINDS = ("chat", "embedding", "image", "video", "audio")
-MEDIA_KINDS = ("image", "video", "audio")
+# Kinds of served models: chat models serve chat, completions and messages; the others serve their own routes.
+from dynamo_mono.engine import MEDIA_KINDS, MODEL_KINDS  # noqa: F401
 
 # Model-level keys of a config file entry (besides `options`, the engine's own options).
 _ENTRY_KEYS = {"name", "engine", "model", "kind", "instances", "chat_template", "max_model_len",

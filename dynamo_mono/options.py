@@ -92,6 +92,20 @@ RESPONSES_OPTIONS = [
            min=0, min_exclusive=True),
 ]
 
+MEDIA_OPTIONS = [
+    Option("media_output_fs_url", str, None, "Where media asked for with response_format=url is stored: a local "
+           "directory or an fsspec URL (file:///srv/media, s3://bucket/prefix with s3fs installed, ...); unset = a "
+           "temporary directory removed at shutdown.", group="media"),
+    Option("media_output_http_url", str, None, "Public base URL under which --media-output-fs-url is served (URLs "
+           "become BASE/PATH); unset = the server serves stored media itself at GET /media/PATH.", group="media"),
+    Option("media_retention_seconds", float, 3600.0, "Seconds a stored media file is kept before it is deleted.",
+           group="media", min=0, min_exclusive=True),
+    Option("media_max_stored_bytes", int, 2 * 1024 ** 3, "Most bytes of stored media; the oldest files are deleted "
+           "to stay under it.", group="media", min=1),
+    Option("max_media_prompt_chars", int, 32000, "Longest prompt (images, video) or input text (speech), in "
+           "characters.", group="media", min=1),
+]
+
 CONFIG_OPTIONS = [
     Option("config", str, None, "YAML file listing the models to serve (name, engine, model, kind, instances, "
            "parsers, and the engine's own options under `options`); replaces the single-model flags.",
@@ -99,4 +113,4 @@ CONFIG_OPTIONS = [
 ]
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
-                              *RESPONSES_OPTIONS, *SERVER_WORKER_OPTIONS]
+                              *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *SERVER_WORKER_OPTIONS]

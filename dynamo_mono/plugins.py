@@ -217,6 +217,24 @@ class Plugins:
         raise LookupError(f"no {kind} modality is registered (install a plugin that registers one; see "
                           f"`dynamo-mono plugins`); available: {existing or 'none'}")
 
+    def backend_names(self) -> list[str]:
+        """Every name `--engine` accepts: engines and media generators (one name may be both)."""
+        names = set(self.registered("engine"))
+        for k in MODALITY_KINDS:
+            names.update(self.registered(f"{k}_modality"))
+        return sorted(names)
+
+    def backend_options(self, name: str) -> list[Option]:
+        """The options of `--engine NAME`: its engine registration's and those of the media generators registered
+        under that name, deduplicated by option name (none when the name is unknown)."""
+        regs = [r for r in (self.registered("engine").get(name),
+                            *(self.registered(f"{k}_modality").get(name) for k in MODALITY_KINDS)) if r is not None]
+        seen: dict[str, Option] = {}
+        for reg in regs:
+            for opt in reg.options:
+                seen.setdefault(opt.name, opt)
+        return list(seen.values())
+
     def add_routes(self, app: Any) -> None:
         self.pm.hook.register_routes(app=app)
 

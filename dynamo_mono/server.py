@@ -14,13 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError, Settings
-from dynamo_mono.engine import ENGINE_KINDS
 from dynamo_mono.frontends import enabled_frontends, start_frontends, stop_frontends
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.http.tls import server_ssl_context
 from dynamo_mono.metrics import FrontendMetrics
-from dynamo_mono.model_spec import MEDIA_KINDS, ModelSpec, spec_from_settings, specs_from_file
+from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.models import admission_queue, new_served_model, set_model_gauges
@@ -41,16 +40,15 @@ def check_parser(plugins: Any, kind: str, name: str | None, what: str) -> None:
 
 def model_specs(settings: Settings, plugins: Any) -> list[ModelSpec]:
     """The configured models: each entry of --config, else the one model of the command line."""
-    engines = plugins.registered("engine")
     if settings.get("config"):
         given = [o for o in ("model", "served_model_name", "chat_template", "max_model_len", "reasoning_parser",
                              "tool_call_parser") if settings.source(o) == "cli"]
         if given:
             raise ConfigError(f"--config {settings.config} lists the models; do not also pass "
                               f"{', '.join('--' + g.replace('_', '-') for g in given)}")
-        return specs_from_file(settings.config, {name: reg.options for name, reg in engines.items()})
-    reg = engines.get(settings.engine)
-    return [spec_from_settings(settings, reg.options if reg is not None else [])]
+        return specs_from_file(settings.config, {name: plugins.backend_options(name)
+                                                 for name in plugins.backend_names()})
+    return [spec_from_settings(settings, plugins.backend_options(settings.engine))]
 
 
 async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] | None = None) -> ServerState:
@@ -70,8 +68,6 @@ async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] |
 async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedModel:
     """One model of the CLI / config file: its files, its engines, its pool; ready once an instance is."""
     label = f"model {spec.name or spec.model or 'tiny-chatml'!r}"
-    if spec.kind not in ENGINE_KINDS:
-        _refuse_kind(state.plugins, spec.kind, label)
     try:
         reg = engine_registration(state.plugins, spec, need_installed=spec.instances > 0)
     except ConfigError as exc:
@@ -90,17 +86,6 @@ async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedMod
     check_parser(state.plugins, "tool_call_parser", model.tool_call_parser, f"{label}: tool-call parser")
     set_model_gauges(state, model)
     return model
-
-
-def _refuse_kind(plugins: Any, kind: str, label: str) -> None:
-    """Only engine kinds (chat, embedding) are served by this version; a media kind names the modality plugin
-    it would need."""
-    if kind in MEDIA_KINDS:
-        try:
-            plugins.modality(kind)
-        except LookupError as exc:
-            raise ConfigError(f"{label}: kind {kind!r} needs a modality plugin that generates {kind}: {exc}") from None
-    raise ConfigError(f"{label}: kind {kind!r} is not served by this version (chat and embedding models only)")
 
 
 async def stop_engines(state: ServerState) -> None:

@@ -13,7 +13,8 @@ shares the tracking, admission, timeout and error mapping.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Coroutine, Protocol
+import inspect
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Protocol
 
 from aiohttp import web
 
@@ -71,15 +72,18 @@ class UnaryJob(Protocol):
 
 
 async def serve_unary(request: web.Request, state: ServerState, model: ServedModel, *, endpoint: str,
-                      build: Coroutine[Any, Any, UnaryJob], respond: Callable[[Any], web.Response]) -> web.Response:
+                      build: Coroutine[Any, Any, UnaryJob],
+                      respond: Callable[[Any], web.Response | Awaitable[web.Response]]) -> web.Response:
     """Run one non-streaming, non-generating API request end to end: the same tracking, admission, request
-    timeout and error mapping as serve_generation; `respond(result)` builds the JSON response."""
+    timeout and error mapping as serve_generation; `respond(result)` builds the response (a coroutine when it
+    has I/O to do, e.g. storing media)."""
     try:
         async with ServedRequest(state, model.name, endpoint=endpoint, stream=False, build=build,
                                  classify=http_error_type) as served:
             async with served.deadline():
                 result = await served.work.run()
-            return respond(result)
+            response = respond(result)
+            return await response if inspect.isawaitable(response) else response
     except REQUEST_FAILURES as exc:
         raise to_api_error(exc) from None
 

@@ -24,6 +24,7 @@ class ServerState:
     plugins: Any
     models: dict[str, ServedModel] = field(default_factory=dict)
     admission: Any = None  # serving.admission.AdmissionQueue over all models
+    media_fetcher: Any = None  # media.fetch.MediaFetcher: the guarded fetcher of client-named URLs
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0

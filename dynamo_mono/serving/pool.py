@@ -20,6 +20,7 @@ from dynamo_mono.engine import (
     KvTransferParams,
     ModelCard,
 )
+from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest, NoInstance as NoReadyInstance, QueueTimeout
 from dynamo_mono.router.router import NoInstance, Router
 
@@ -61,11 +62,32 @@ def kv_blocks_needed(num_tokens: int, block_size: int) -> int:
     return num_tokens // block_size + 1
 
 
-def _fit_tokens(req: EngineRequest | EmbeddingRequest) -> int:
-    """Tokens one engine sequence of req holds: the prompt, or an embedding batch's longest input."""
-    if type(req) is not EmbeddingRequest:
-        return len(req.token_ids)
-    return max(map(len, req.token_ids), default=0)
+def _fit_tokens(req: EngineRequest | EmbeddingRequest | MediaRequest) -> int:
+    """Tokens one engine sequence of req holds: the prompt, or an embedding batch's longest input (none for
+    media)."""
+    t = type(req)
+    if t is EmbeddingRequest:
+        return max(map(len, req.token_ids), default=0)
+    if t is MediaRequest:
+        return 0
+    return len(req.token_ids)
+
+
+def _route_shape(req: EngineRequest | EmbeddingRequest | MediaRequest) -> tuple[list[int], int, int, int]:
+    """What the router weighs for req: (block hashes, load in tokens, tokens that must fit, expected output)."""
+    t = type(req)
+    if t is EmbeddingRequest:  # an embedding batch: no prefix to match, load = all its tokens, each input must fit
+        return [], sum(map(len, req.token_ids)), _fit_tokens(req), 0
+    if t is MediaRequest:  # no KV: the load is the outputs to make (frames count as outputs)
+        return [], req.n * max(1, req.num_frames), 0, 0
+    return req.block_hashes or [], len(req.token_ids), len(req.token_ids), req.expected_output_tokens or 0
+
+
+def _check_media(out: MediaOutput, req: MediaRequest, inst: Instance) -> None:
+    """A non-retryable EngineError when a generator's output breaks the contract (a bug, not bad luck)."""
+    if len(out.files) != req.n or not all(f.data for f in out.files):
+        raise EngineError(f"instance {inst.worker_id} returned {len(out.files)} media files (empty ones among them: "
+                          f"{sum(not f.data for f in out.files)}) for a request of n={req.n}", retryable=False)
 
 
 def _check_embeddings(out: EmbeddingOutput, req: EmbeddingRequest, inst: Instance) -> None:
@@ -187,7 +209,7 @@ class InstancePool:
                        f"of {bs} tokens but the largest instance holds {best.card.total_kv_blocks}; "
                        f"shorten the prompt", param="messages")
 
-    def preflight(self, req: EngineRequest | EmbeddingRequest) -> None:
+    def preflight(self, req: EngineRequest | EmbeddingRequest | MediaRequest) -> None:
         """Fail fast, before a response starts: unknown pin or a prompt no instance can hold (400), or no
         ready instance (503). An embedding batch must fit input by input."""
         n = _fit_tokens(req)
@@ -196,14 +218,10 @@ class InstancePool:
         if not allowed:
             raise NoReadyInstance(f"no ready instance of model '{self.model}'")
 
-    async def _select(self, req: EngineRequest | EmbeddingRequest):
+    async def _select(self, req: EngineRequest | EmbeddingRequest | MediaRequest):
         deadline = None if self.queue_timeout is None else time.monotonic() + self.queue_timeout
         queued = False
-        if type(req) is not EmbeddingRequest:
-            hashes, isl, fit, expected = req.block_hashes or [], len(req.token_ids), len(req.token_ids), \
-                req.expected_output_tokens or 0
-        else:  # an embedding batch: no prefix to match, load = all its tokens, each input must fit
-            hashes, isl, fit, expected = [], sum(map(len, req.token_ids)), _fit_tokens(req), 0
+        hashes, isl, fit, expected = _route_shape(req)
         try:
             while True:
                 pinned, allowed = self._allowed(req.worker_id, req.dp_rank, fit)
@@ -314,6 +332,41 @@ class InstancePool:
                 router.on_finish(rid)
             attempts = self._retry_or_raise(inst, attempts, error, f"embedding request {rid}", "retrying")
             # A pin cannot survive the failure of the pinned instance (as for a migrated generation).
+            current = replace(req, worker_id=None, dp_rank=req.dp_rank if req.worker_id is None else None)
+
+    async def generate_media(self, req: MediaRequest) -> AsyncIterator[MediaProgress | MediaOutput]:
+        """Progress, then the output, from a routed generator instance. A retryable failure before any progress
+        re-sends the request to another instance (up to migration_limit times); after progress it ends the
+        request (the work is lost either way, and the client has waited through it once). req is never
+        modified."""
+        attempts = 0
+        router = self.router
+        rid = req.request_id
+        current = req
+        while True:
+            inst, _, sent = await self._route(current, req.priority)
+            progressed = False
+            it = inst.engine.generate_media(sent)
+            try:
+                async for item in it:
+                    if type(item) is MediaOutput:
+                        _check_media(item, req, inst)
+                        inst.consecutive_failures = 0
+                        yield item
+                        return
+                    progressed = True
+                    yield item
+                error = "the generator ended without an output"
+            except EngineError as exc:
+                if not exc.retryable or progressed:
+                    if exc.retryable:
+                        self._record_failure(inst)
+                    raise
+                error = str(exc)
+            finally:
+                await it.aclose()
+                router.on_finish(rid)
+            attempts = self._retry_or_raise(inst, attempts, error, f"media request {rid}", "retrying")
             current = replace(req, worker_id=None, dp_rank=req.dp_rank if req.worker_id is None else None)
 
     async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput, EngineRequest | None] | None:

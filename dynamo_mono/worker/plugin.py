@@ -16,8 +16,7 @@ def worker_options(plugins: Any, engine: str = "mocker") -> list[Option]:
     from dynamo_mono.options import MODEL_OPTIONS
     from dynamo_mono.worker.options import WORKER_COMMAND_OPTIONS
 
-    reg = plugins.registered("engine").get(engine)
-    return dedupe([*WORKER_COMMAND_OPTIONS, *MODEL_OPTIONS, *(reg.options if reg is not None else [])])
+    return dedupe([*WORKER_COMMAND_OPTIONS, *MODEL_OPTIONS, *plugins.backend_options(engine)])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -70,8 +70,7 @@ class Worker:
             raise ConfigError(f"invalid --num-instances={s.num_instances}: a worker hosts at least 1")
         if not s.worker_token:
             raise ConfigError("dynamo-mono worker needs --worker-token (or DYN_WORKER_TOKEN), the server's shared secret")
-        reg = self.plugins.registered("engine").get(s.engine)
-        spec = spec_from_settings(s, reg.options if reg is not None else [])
+        spec = spec_from_settings(s, self.plugins.backend_options(s.engine))
         reg = engine_registration(self.plugins, spec)
         info = load_model(spec)
         self.model = info.name
