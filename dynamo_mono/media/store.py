@@ -4,7 +4,7 @@ Files go under `--media-output-fs-url` (a local directory by default, any fsspec
 when its backend is installed) at `KIND/REQUEST/INDEX-RANDOM.EXT`: every path component is made by the server
 (the request id is reduced to [A-Za-z0-9_-]), so a client cannot name a path. The store deletes only files it
 wrote itself: each after `--media-retention-seconds`, and the oldest first whenever the total would pass
-`--media-max-stored-bytes`. I/O runs on worker threads.
+`--media-max-stored-bytes` (the newest file is kept whatever its size). I/O runs on worker threads.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ class MediaStore:
         doomed = []
         while self._files:
             path, entry = next(iter(self._files.items()))
-            if entry.written > cutoff and self._bytes <= self.max_bytes:
+            # The newest file stays whatever its size (its URL was just handed out); age removes it like any other.
+            over = self._bytes > self.max_bytes and len(self._files) > 1
+            if entry.written > cutoff and not over:
                 break
             self._files.popitem(last=False)
             self._bytes -= entry.size
