@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
-from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest
+from dynamo_mono.engine import MEDIA_KINDS, EmbeddingRequest, EngineError, EngineRequest
+from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.model_spec import spec_from_settings
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.worker.model_files import pack_model_files
@@ -70,7 +71,10 @@ class Worker:
             raise ConfigError(f"invalid --num-instances={s.num_instances}: a worker hosts at least 1")
         if not s.worker_token:
             raise ConfigError("dynamo-mono worker needs --worker-token (or DYN_WORKER_TOKEN), the server's shared secret")
-        reg = self.plugins.registered("engine").get(s.engine)
+        kind = s.get("model_kind") or "chat"
+        # A media kind's generators are modality registrations; their options resolve like an engine's.
+        regs = self.plugins.registered(f"{kind}_modality" if kind in MEDIA_KINDS else "engine")
+        reg = regs.get(s.engine)
         spec = spec_from_settings(s, reg.options if reg is not None else [])
         reg = engine_registration(self.plugins, spec)
         info = load_model(spec)
@@ -189,6 +193,12 @@ class Worker:
                             self._embed(conn, msg.stream, self.engines[msg.instance], msg.request))
                     else:
                         conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
+                elif t is m.GenerateMedia:
+                    if 0 <= msg.instance < len(self.engines):
+                        self.tasks[msg.stream] = loop.create_task(
+                            self._media(conn, msg.stream, self.engines[msg.instance], msg.request))
+                    else:
+                        conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
                 elif t is m.Abort:
                     task = self.tasks.pop(msg.stream, None)
                     if task is not None:
@@ -232,6 +242,35 @@ class Worker:
             retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
                 conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+        finally:
+            self.tasks.pop(sid, None)
+
+    async def _media(self, conn: FramedConnection, sid: int, engine: Any, req: MediaRequest) -> None:
+        """Stream a media request's progress, then its files in chunks and the MediaDone; cancelling the task
+        (Abort) closes the generator, which stops at its next step."""
+        encode = m.encode
+        chunk = min(m.MEDIA_CHUNK_BYTES, conn.max_frame // 2)  # a chunk frame stays well inside the frame limit
+        try:
+            async with contextlib.aclosing(engine.generate_media(req)) as gen:
+                async for item in gen:
+                    if type(item) is MediaProgress:
+                        await conn.send(encode(m.MediaStep(sid, item.step, item.total_steps)))
+                    elif type(item) is MediaOutput:
+                        for msg in m.media_messages(sid, item, chunk):
+                            await conn.send(encode(msg))
+                        return
+                    else:
+                        raise TypeError(f"generate_media yielded a {type(item).__name__}, not MediaProgress / "
+                                        f"MediaOutput")
+            conn.send_nowait(encode(m.StreamFailed(sid, "media generator ended without a MediaOutput", True)))
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return
+        except Exception as exc:  # reported like a failed stream: the server may retry on another instance
+            retryable = exc.retryable if isinstance(exc, EngineError) else True
+            with contextlib.suppress(ConnectionError):
+                conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
         finally:
             self.tasks.pop(sid, None)
 
