@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import msgspec
 
@@ -18,11 +18,18 @@ from dynamo_mono.engine import (
     TokenLogprob,
 )
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
+from dynamo_mono.media.contract import MediaFile, MediaOutput, MediaProgress, MediaRequest
 
 # 2: typed EngineRequest / ModelCard fields (migration resume, KV transfer, disaggregation) replace `extra`;
 #    Register carries the model's files so a worker can bring a model the server does not serve yet.
 # 3: embedding models: ModelCard.kind / embedding_dim / matryoshka, Embed / Embedded messages.
-PROTOCOL_VERSION = 3
+# 4: media models (image / video / audio): ModelCard.media (MediaLimits) and ModelFiles of a media kind (no
+#    tokenizer files); GenerateMedia / MediaStep / MediaChunk / MediaDone messages.
+PROTOCOL_VERSION = 4
+
+# Media results cross the worker link in chunks of at most this many bytes (one frame each), never as one frame:
+# a video of tens of MB stays under --max-frame-size and interleaves with the other streams' frames.
+MEDIA_CHUNK_BYTES = 1 << 20
 
 
 class ModelFiles(msgspec.Struct, array_like=True):
@@ -113,6 +120,50 @@ class Embedded(msgspec.Struct, tag=True, array_like=True):
     prompt_tokens: int
 
 
+class GenerateMedia(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: run a media request on instance; answered by MediaStep* MediaChunk* MediaDone, or
+    StreamFailed, on `stream` (Abort closes the generator)."""
+
+    stream: int
+    instance: int
+    request: MediaRequest
+
+
+class MediaStep(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: one MediaProgress of a media stream."""
+
+    stream: int
+    step: int
+    total_steps: int
+
+
+class MediaChunk(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the next at most MEDIA_CHUNK_BYTES of output file `file` (files in order, chunks in order)."""
+
+    stream: int
+    file: int
+    data: bytes
+
+
+class MediaFileInfo(msgspec.Struct, array_like=True):
+    """What a MediaDone says of one file: its type, extension and the total size its chunks must add up to."""
+
+    content_type: str
+    extension: str
+    size: int
+
+
+class MediaDone(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the end of a media stream, the MediaOutput without the file bytes (sent as MediaChunks)."""
+
+    stream: int
+    files: list[MediaFileInfo]
+    seed: int | None
+    inference_time_s: float
+    steps: int
+    extra: dict[str, float] = {}
+
+
 class StreamFailed(msgspec.Struct, tag=True, array_like=True):
     """Worker → server: the engine raised; the server turns this into an EngineError."""
 
@@ -148,7 +199,7 @@ class SnapshotRequest(msgspec.Struct, tag=True, array_like=True):
 
 
 Message = Union[Register, Registered, Refused, Heartbeat, Load, Generate, Output, StreamFailed, Abort, KvEvents,
-                Snapshot, SnapshotRequest, Embed, Embedded]
+                Snapshot, SnapshotRequest, Embed, Embedded, GenerateMedia, MediaStep, MediaChunk, MediaDone]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -176,6 +227,54 @@ def embedding_output(m: Embedded) -> EmbeddingOutput:
     """The EmbeddingOutput of an Embedded; a payload that does not hold rows x dim floats raises ValueError."""
     vectors = np.frombuffer(m.data, dtype="<f4").reshape(m.rows, m.dim).astype(np.float32, copy=False)
     return EmbeddingOutput(vectors, m.prompt_tokens)
+
+
+def media_messages(stream: int, out: MediaOutput, chunk_size: int = MEDIA_CHUNK_BYTES
+                   ) -> Iterator[MediaChunk | MediaDone]:
+    """The frames of a MediaOutput: each file's bytes in chunks of at most chunk_size (views, not copies), then
+    one MediaDone with the metadata."""
+    for i, f in enumerate(out.files):
+        view = memoryview(f.data)
+        for start in range(0, len(view), chunk_size):
+            yield MediaChunk(stream, i, view[start:start + chunk_size])  # type: ignore[arg-type]  # msgspec: bin
+    yield MediaDone(stream, [MediaFileInfo(f.content_type, f.extension, len(f.data)) for f in out.files],
+                    out.seed, out.inference_time_s, out.steps, dict(out.extra))
+
+
+def media_progress(msg: MediaStep) -> MediaProgress:
+    return MediaProgress(msg.step, msg.total_steps)
+
+
+class MediaAssembler:
+    """Reassembles the MediaChunks of one stream; finish() checks every file against its announced size."""
+
+    __slots__ = ("parts", "file")
+
+    def __init__(self) -> None:
+        self.parts: list[list[bytes]] = []
+        self.file = -1
+
+    def add(self, chunk: MediaChunk) -> None:
+        """Append a chunk; ValueError when chunks arrive out of file order."""
+        if chunk.file < self.file:
+            raise ValueError(f"chunk of file {chunk.file} after a chunk of file {self.file}")
+        while len(self.parts) <= chunk.file:
+            self.parts.append([])
+        self.file = chunk.file
+        self.parts[chunk.file].append(chunk.data)
+
+    def finish(self, done: MediaDone) -> MediaOutput:
+        """The MediaOutput of the stream; ValueError when the chunks do not add up to the announced files."""
+        if len(self.parts) > len(done.files):
+            raise ValueError(f"chunks of {len(self.parts)} files for {len(done.files)} announced")
+        files = []
+        for i, info in enumerate(done.files):
+            data = b"".join(self.parts[i]) if i < len(self.parts) else b""
+            if len(data) != info.size:
+                raise ValueError(f"file {i} has {len(data)} bytes, {info.size} announced")
+            files.append(MediaFile(data, info.content_type, info.extension))
+        self.parts.clear()
+        return MediaOutput(files, done.seed, done.inference_time_s, done.steps, dict(done.extra))
 
 
 # KV events carry a union of dataclasses; on the wire each is a short tuple led by a kind letter.

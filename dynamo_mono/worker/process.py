@@ -16,6 +16,7 @@ import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest
+from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.model_spec import spec_from_settings
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.worker.model_files import pack_model_files
@@ -188,6 +189,12 @@ class Worker:
                             self._embed(conn, msg.stream, self.engines[msg.instance], msg.request))
                     else:
                         conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
+                elif t is m.GenerateMedia:
+                    if 0 <= msg.instance < len(self.engines):
+                        self.tasks[msg.stream] = loop.create_task(
+                            self._media(conn, msg.stream, self.engines[msg.instance], msg.request))
+                    else:
+                        conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
                 elif t is m.Abort:
                     task = self.tasks.pop(msg.stream, None)
                     if task is not None:
@@ -231,6 +238,35 @@ class Worker:
             retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
                 conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+        finally:
+            self.tasks.pop(sid, None)
+
+    async def _media(self, conn: FramedConnection, sid: int, engine: Any, req: MediaRequest) -> None:
+        """Stream a media request's progress, then its files in chunks and the MediaDone; cancelling the task
+        (Abort) closes the generator, which stops at its next step."""
+        encode = m.encode
+        chunk = min(m.MEDIA_CHUNK_BYTES, conn.max_frame // 2)  # a chunk frame stays well inside the frame limit
+        try:
+            async with contextlib.aclosing(engine.generate_media(req)) as gen:
+                async for item in gen:
+                    if type(item) is MediaProgress:
+                        await conn.send(encode(m.MediaStep(sid, item.step, item.total_steps)))
+                    elif type(item) is MediaOutput:
+                        for msg in m.media_messages(sid, item, chunk):
+                            await conn.send(encode(msg))
+                        return
+                    else:
+                        raise TypeError(f"generate_media yielded a {type(item).__name__}, not MediaProgress / "
+                                        f"MediaOutput")
+            conn.send_nowait(encode(m.StreamFailed(sid, "media generator ended without a MediaOutput", True)))
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return
+        except Exception as exc:  # reported like a failed stream: the server may retry on another instance
+            retryable = exc.retryable if isinstance(exc, EngineError) else True
+            with contextlib.suppress(ConnectionError):
+                conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
         finally:
             self.tasks.pop(sid, None)
 

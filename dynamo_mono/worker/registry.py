@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from dataclasses import fields
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError
-from dynamo_mono.engine import ENGINE_KINDS, ModelCard
+from dynamo_mono.engine import MEDIA_KINDS, MODEL_KINDS, MediaLimits, ModelCard
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.models import new_served_model, set_model_gauges
@@ -108,9 +109,9 @@ class WorkerRegistry:
             if reg.model_files is None:
                 return (f"model {reg.model!r} is not served here (this server serves {sorted(self.state.models)}) "
                         f"and the worker sent no model files to serve it from")
-            if reg.model_files.kind not in ENGINE_KINDS:
-                return (f"model {reg.model!r} is a {reg.model_files.kind} model; workers bring "
-                        f"{' and '.join(ENGINE_KINDS)} models only")
+            if reg.model_files.kind not in MODEL_KINDS:
+                return (f"model {reg.model!r} is of unknown kind {reg.model_files.kind!r}; workers bring "
+                        f"{', '.join(MODEL_KINDS)} models")
             return _check_kind(reg, reg.model_files.kind, None)
         if reg.model_files is not None and reg.model_files.kind != model.kind:
             return f"the worker serves {reg.model!r} as a {reg.model_files.kind} model; here it is a {model.kind} model"
@@ -176,8 +177,9 @@ class WorkerRegistry:
 
 
 def _check_kind(reg: m.Register, kind: str, other: ModelCard | None) -> str | None:
-    """The instances must serve the model's kind (their card is their engine's declaration), and the instances
-    of an embedding model must all give vectors of one size with one Matryoshka setting."""
+    """The instances must serve the model's kind (their card is their engine's declaration), the instances of an
+    embedding model must all give vectors of one size with one Matryoshka setting, and those of a media model must
+    have the same MediaLimits (the server checks a request against one instance's limits, then routes it to any)."""
     for card in reg.cards:
         if card.kind != kind:
             return (f"the worker's instance serves {card.kind} requests but {reg.model!r} is a {kind} model "
@@ -190,7 +192,20 @@ def _check_kind(reg: m.Register, kind: str, other: ModelCard | None) -> str | No
                 return (f"embedding size {card.embedding_dim} (matryoshka {card.matryoshka}) != "
                         f"{first.embedding_dim} (matryoshka {first.matryoshka}) of the other instances of "
                         f"{reg.model!r}")
+    if kind in MEDIA_KINDS:
+        first = other or reg.cards[0]
+        for card in reg.cards:
+            if card.media != first.media:
+                return (f"the worker's {kind} limits {_limits_diff(card.media, first.media)} differ from those of "
+                        f"the other instances of {reg.model!r} (start every instance of a model with the same "
+                        f"options)")
     return None
+
+
+def _limits_diff(a: MediaLimits, b: MediaLimits) -> str:
+    """The fields where a differs from b, as `name=a's value (not b's)`."""
+    names = [f.name for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return ", ".join(f"{n}={getattr(a, n)!r} (not {getattr(b, n)!r})" for n in names)
 
 
 def start_args(settings: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""RemoteEngine: the Engine protocol over a worker connection, so the pool routes to it like a local engine."""
+"""RemoteEngine: the Engine (and MediaGenerator) protocol over a worker connection, so the pool routes to it like a
+local engine."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from dynamo_mono.engine import (
     ModelCard,
 )
 from dynamo_mono.kv_events import KvEventBatch
+from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.transports import messages as m
+from dynamo_mono.transports.framing import FrameTooLarge
 from dynamo_mono.worker.stream import StreamHost
 
 
@@ -115,6 +118,55 @@ class RemoteEngine:
                 except ValueError as exc:
                     raise EngineError(f"worker {session.name}: malformed embeddings ({exc})") from None
             raise EngineError(item.message, retryable=item.retryable)
+        except ConnectionError as exc:
+            finished = True
+            raise EngineError(f"worker {session.name}: {exc}") from None
+        finally:
+            session.close_stream(sid, abort=not finished)
+
+    async def generate_media(self, request: MediaRequest) -> AsyncIterator[MediaProgress | MediaOutput]:
+        """Progress per MediaStep, then the MediaOutput reassembled from the MediaChunks and the MediaDone; closing
+        the iterator aborts the request on the worker (its generator is closed)."""
+        session = self.session
+        if not session.alive:
+            raise EngineError(f"worker {session.name} is disconnected")
+        sid, stream = session.open_stream(request.request_id)
+        finished = False
+        try:
+            try:
+                session.send_nowait(m.GenerateMedia(sid, self.instance, request))
+            except FrameTooLarge as exc:  # nothing was sent: the request (its input_reference) is too big
+                finished = True
+                raise EngineError(f"media request too large for the worker link: {exc}", retryable=False) from None
+            loop = asyncio.get_running_loop()
+            items = stream.items
+            parts = m.MediaAssembler()
+            while True:
+                if not items:
+                    fut = loop.create_future()
+                    stream.waiter = fut
+                    await fut
+                    continue
+                item = items.popleft()
+                t = type(item)
+                if t is m.MediaChunk:
+                    try:
+                        parts.add(item)
+                    except ValueError as exc:
+                        raise EngineError(f"worker {session.name}: malformed media result ({exc})") from None
+                elif t is m.MediaStep:
+                    yield m.media_progress(item)
+                elif t is m.MediaDone:
+                    finished = True
+                    try:
+                        out = parts.finish(item)
+                    except ValueError as exc:
+                        raise EngineError(f"worker {session.name}: malformed media result ({exc})") from None
+                    yield out
+                    return
+                else:  # StreamFailed, from the worker or because the connection died
+                    finished = True
+                    raise EngineError(item.message, retryable=item.retryable)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None

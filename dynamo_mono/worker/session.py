@@ -9,7 +9,7 @@ import time
 from typing import Callable
 
 from dynamo_mono.transports import messages as m
-from dynamo_mono.transports.framing import FramedConnection
+from dynamo_mono.transports.framing import FramedConnection, FrameTooLarge
 from dynamo_mono.worker.remote_engine import RemoteEngine
 from dynamo_mono.worker.stream import StreamBuffer
 
@@ -68,6 +68,8 @@ class WorkerSession:
     def send_nowait(self, msg: object) -> None:
         try:
             self.conn.send_nowait(m.encode(msg))
+        except FrameTooLarge:
+            raise  # nothing was sent: the message is at fault, not the connection
         except ConnectionError as exc:
             self.kill(str(exc))
             raise
@@ -89,7 +91,8 @@ class WorkerSession:
                 self.last_rx = time.monotonic()
                 msg = decode(frame)
                 t = type(msg)
-                if t is m.Output or t is m.StreamFailed or t is m.Embedded:
+                if t is m.Output or t is m.StreamFailed or t is m.Embedded or t is m.MediaChunk or \
+                        t is m.MediaStep or t is m.MediaDone:
                     s = streams.get(msg.stream)
                     if s is not None:
                         s.push(msg)
