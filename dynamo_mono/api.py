@@ -12,6 +12,8 @@ from dynamo_mono.block_hash import block_hashes
 from dynamo_mono.config import ConfigError, Option
 from dynamo_mono.engine import (
     ENGINE_KINDS,
+    MEDIA_KINDS,
+    MODEL_KINDS,
     EmbeddingEngine,
     EmbeddingOutput,
     EmbeddingRequest,
@@ -26,6 +28,7 @@ from dynamo_mono.engine import (
     KvEventSink,
     KvTransferParams,
     LoadMetrics,
+    MediaLimits,
     ModelCard,
     SamplingParams,
     StopConditions,
@@ -40,6 +43,8 @@ from dynamo_mono.hookspecs import (
     RegisterTransport,
     hookimpl,
 )
+from dynamo_mono.media.contract import MediaFile, MediaGenerator, MediaOutput, MediaProgress, MediaRequest
+from dynamo_mono.media.encode import EncodeError, encode_audio, encode_image, encode_images, encode_video, output_formats
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
 from dynamo_mono.parsers.base import (
     ParsedDelta,
@@ -102,6 +107,20 @@ __all__ = [
     "EmbeddingOutput",
     "EmbeddingRequest",
     "ENGINE_KINDS",
+    "MEDIA_KINDS",
+    "MODEL_KINDS",
+    "MediaLimits",
+    "MediaFile",
+    "MediaGenerator",
+    "MediaOutput",
+    "MediaProgress",
+    "MediaRequest",
+    "EncodeError",
+    "encode_audio",
+    "encode_image",
+    "encode_images",
+    "encode_video",
+    "output_formats",
     "EngineArgs",
     "EngineError",
     "EngineFactory",

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from dynamo_mono.config import ConfigError, Option, Settings
 
 # Kinds of served models: chat models serve chat, completions and messages; the others serve their own routes.
-from dynamo_mono.engine import MEDIA_KINDS, MODEL_KINDS  # noqa: F401
+from dynamo_mono.engine import MODEL_KINDS
 
 # Model-level keys of a config file entry (besides `options`, the engine's own options).
 _ENTRY_KEYS = {"name", "engine", "model", "kind", "instances", "chat_template", "max_model_len",
