@@ -44,6 +44,7 @@ class CreateImageRequest(_Strict):
     output_format: Literal["png", "jpeg", "webp"] | None = None  # None: png
     # Only the quality every output has (no other quality tier is implemented).
     quality: Literal["auto", "standard"] | None = None
+    stream: Literal[False] | None = None  # partial images are not streamed: the response holds the finished ones
     user: StrictStr | None = None  # an end-user id for the caller's own records; nothing to act on here
     priority: StrictInt | None = None  # lower = more urgent (admission queues)
     nvext: DenoisingNvExt | None = None

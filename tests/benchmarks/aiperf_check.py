@@ -1,5 +1,5 @@
-"""NVIDIA aiperf against mocker servers: `--endpoint-type responses` and `chat` (unary and streamed) and
-`embeddings` (an embedding model); reports errors.
+"""NVIDIA aiperf against mocker servers: `--endpoint-type responses` and `chat` (unary and streamed),
+`embeddings` (an embedding model) and `image_generation` (an image model); reports errors.
 
 Streamed runs use the server's token counts (aiperf then sends `stream_options.include_usage`); one more
 responses run has multi-turn conversations, which aiperf chains with `previous_response_id` (the server echoes
@@ -44,12 +44,12 @@ def ensure_aiperf(venv: Path) -> Path:
 
 
 def run_aiperf(exe: Path, server: ServerProcess, endpoint: str, stream: bool, requests: int, concurrency: int,
-               out: Path, extra: tuple[str, ...] = ()) -> dict:
+               out: Path, extra: tuple[str, ...] = (), model: str = MODEL) -> dict:
     """One aiperf profile run; its summary (request count, errors, latency, chained requests) from its exports."""
-    cmd = [str(exe), "profile", "-m", MODEL, "--url", server.url, "--endpoint-type", endpoint,
+    cmd = [str(exe), "profile", "-m", model, "--url", server.url, "--endpoint-type", endpoint,
            "--request-count", str(requests), "--concurrency", str(concurrency),
            "--tokenizer", str(TINY_CHATML_DIR), "--prompt-input-tokens-mean", "64",
-           *(() if endpoint == "embeddings" else ("--prompt-output-tokens-mean", "300")),
+           *(() if endpoint in ("embeddings", "image_generation") else ("--prompt-output-tokens-mean", "300")),
            "--random-seed", "1", "--ui-type", "none",
            "--no-server-metrics", "--export-level", "raw", "--artifact-dir", str(out)]
     if stream:
@@ -128,6 +128,18 @@ def main() -> int:
             print(f"{'embeddings unary':28} {json.dumps(r)}", flush=True)
     finally:
         embedder.stop()
+    # An image model (the mocker's, 256x256, 4 steps): aiperf sends b64_json requests and decodes the images.
+    painter = start_server(["--engine", "mocker", "--model-kind", "image", "--served-model-name", "mock-image",
+                            "--speedup-ratio", "0", "--log-level", "warning"])
+    try:
+        with tempfile.TemporaryDirectory(prefix="aiperf-") as tmp:
+            r = run_aiperf(exe, painter, "image_generation", False, args.requests, args.concurrency, Path(tmp),
+                           ("--extra-inputs", "size:256x256", "--extra-inputs", "nvext:{\"num_inference_steps\": 4}"),
+                           model="mock-image")
+            failed += not r["ok"]
+            print(f"{'image_generation unary':28} {json.dumps(r)}", flush=True)
+    finally:
+        painter.stop()
     print("aiperf check:", "OK" if not failed else f"{failed} run(s) with errors")
     return 1 if failed else 0
 
