@@ -20,14 +20,14 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal, NoReturn
+from typing import Awaitable, Callable, Literal, NoReturn
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from dynamo_mono.config import ConfigError
+from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.media.fetch_options import (
     DEFAULT_MAX_CONCURRENT_MEDIA_FETCHES,
     DEFAULT_MAX_MEDIA_BYTES,
@@ -68,7 +68,7 @@ class FetchPolicy:
     max_media_redirects: int = DEFAULT_MAX_MEDIA_REDIRECTS
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "FetchPolicy":
+    def from_settings(cls, settings: Settings) -> "FetchPolicy":
         """Build from resolved options (MEDIA_FETCH_OPTIONS); ConfigError on a bad directory or domain list."""
         return cls(
             allow_internal_media=bool(settings.allow_internal_media),
@@ -425,12 +425,12 @@ class MediaFetcher:
                         raise FetchRefused(f"the media host {shown!r} redirected to an invalid URL") from None
                 if not 200 <= resp.status < 300:
                     raise FetchRefused(f"the media host {shown!r} answered HTTP {resp.status}")
-                encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-                if encoding not in ("", "identity"):
-                    raise FetchRefused(f"the media host {shown!r} sent a {encoding}-compressed body; media must be "
-                                       "served uncompressed")
+                if resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+                    raise FetchRefused(f"the media host {shown!r} sent a compressed body (Content-Encoding); media "
+                                       "must be served uncompressed")
                 data = await self._read_body(resp)
-                return FetchedMedia(data, _essence(resp.headers.get("Content-Type")), url.scheme)  # type: ignore[arg-type]
+                source: Source = "https" if url.scheme == "https" else "http"
+                return FetchedMedia(data, _essence(resp.headers.get("Content-Type")), source)
         except aiohttp.ClientConnectorCertificateError:
             raise FetchRefused(f"the TLS certificate of media host {shown!r} could not be verified") from None
         except aiohttp.ClientSSLError:
