@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dynamo_mono.media.fetch_options import MEDIA_FETCH_OPTIONS
 from dynamo_mono.config import Option
 from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
@@ -113,4 +114,4 @@ CONFIG_OPTIONS = [
 ]
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
-                              *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *SERVER_WORKER_OPTIONS]
+                              *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *MEDIA_FETCH_OPTIONS, *SERVER_WORKER_OPTIONS]

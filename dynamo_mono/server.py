@@ -18,6 +18,7 @@ from dynamo_mono.frontends import enabled_frontends, start_frontends, stop_front
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.http.tls import server_ssl_context
+from dynamo_mono.media.fetch import FetchPolicy, MediaFetcher
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
@@ -55,7 +56,8 @@ async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] |
     """Load every configured model and start its local engine instances; ConfigError on bad configuration."""
     specs = model_specs(settings, plugins) if specs is None else specs
     state = ServerState(settings=settings, metrics=FrontendMetrics(), plugins=plugins,
-                        admission=admission_queue(settings, settings.max_inflight_requests, "server"))
+                        admission=admission_queue(settings, settings.max_inflight_requests, "server"),
+                        media_fetcher=MediaFetcher(FetchPolicy.from_settings(settings)))
     try:
         for spec in specs:
             await add_configured_model(state, spec)

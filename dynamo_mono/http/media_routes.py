@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from dynamo_mono.http.body import read_json, validate
 from dynamo_mono.http.generate import serve_unary
 from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.media.contract import MediaFile, MediaOutput
+from dynamo_mono.media.fetch import FetchRefused
 from dynamo_mono.media.store import MediaNotFound, MediaStore
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.protocol.media import CreateImageRequest, CreateSpeechRequest, CreateVideoRequest
@@ -67,7 +67,7 @@ async def create_video(request: web.Request) -> web.Response:
     req = validate(CreateVideoRequest, await read_json(request))
     model = model_of_kind(state, req.model, "video", "/v1/videos")
     nv = req.nvext
-    reference = None if req.input_reference is None else await read_input_reference(request, req.input_reference)
+    reference = None if req.input_reference is None else await read_input_reference(state, req.input_reference)
     params = MediaParams(kind="video", prompt=req.prompt, size=req.size, seconds=req.seconds,
                          fps=nv.fps if nv else None, num_frames=nv.num_frames if nv else None,
                          input_reference=reference, priority=req.priority or 0, **_denoising(nv))
@@ -121,21 +121,15 @@ def _denoising(nv: Any) -> dict[str, Any]:
             "guidance_scale": nv.guidance_scale, "seed": nv.seed}
 
 
-async def read_input_reference(request: web.Request, value: str) -> bytes:
-    """The image bytes of an input_reference: a base64 data: URL, or a URL fetched by the guarded fetcher."""
-    if value.startswith("data:"):
-        head, sep, payload = value.partition(",")
-        if not sep or not head.endswith(";base64") or not head[5:].startswith("image/"):
-            raise InvalidRequest("input_reference must be a base64 image data URL (data:image/png;base64,...) or "
-                                 "an https URL", param="input_reference")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest("input_reference is not valid base64", param="input_reference") from None
-    fetcher = request.app[STATE].media_fetcher
-    if fetcher is None:
-        raise InvalidRequest("input_reference must be a data: URL on this server", param="input_reference")
-    return await fetcher.fetch_bytes(value, param="input_reference")
+async def read_input_reference(state: ServerState, value: str) -> bytes:
+    """The image bytes of an input_reference (a data: URL, or a URL the guarded fetcher may fetch)."""
+    try:
+        media = await state.media_fetcher.fetch(value)
+    except FetchRefused as exc:
+        raise InvalidRequest(f"input_reference: {exc}", param="input_reference") from None
+    if media.content_type is not None and not media.content_type.startswith("image/"):
+        raise InvalidRequest(f"input_reference must be an image, not {media.content_type}", param="input_reference")
+    return media.data
 
 
 async def _deliver(request: web.Request, state: ServerState, kind: str, rid: str, files: list[MediaFile],
