@@ -38,3 +38,40 @@ EMBEDDING_ONLY_OPTIONS = ("embedding_dim", "embedding_matryoshka")
 CHAT_ONLY_OPTIONS = ("enable_prefix_caching", "enable_chunked_prefill", "watermark", "mocker_output",
                      "mocker_fail_after", "mocker_fault_instances", "mocker_crash_duration",
                      *(o.name for o in DISAGG_OPTIONS))
+
+_M = "media: mocker"
+_SHARED = {o.name: o for o in MOCKER_OPTIONS if o.name in ("speedup_ratio", "startup_time")}
+
+# The mocker's image / video / audio models (`--engine mocker --model-kind image|video|audio`). Names shared with a
+# diffusion engine's options (max_image_size, max_num_inference_steps, ...) mean the same there.
+MOCKER_MEDIA_OPTIONS: list[Option] = [
+    _SHARED["speedup_ratio"],
+    _SHARED["startup_time"],
+    Option("media_step_ms", float, 20.0,
+           "simulated time of one denoising step of one 512x512 image; scaled by width x height / 512^2, by "
+           "max(1, frames / 8) and by n (audio: by seconds / 10)", _M, min=0.0),
+    Option("default_num_inference_steps", int, 20, "denoising steps of a request that names none", _M, min=1),
+    Option("max_num_inference_steps", int, 50, "most denoising steps a request may ask for", _M, min=1),
+    Option("max_image_size", int, 1024, "image and video models: largest width and height, pixels (a multiple of 8)",
+           _M, min=8),
+    Option("default_image_size", str, None,
+           "image and video models: WIDTHxHEIGHT made when a request names no size (unset: 512x512 for images, "
+           "512x288 for video)", _M, metavar="WxH"),
+    Option("default_num_frames", int, 16, "video models: frames of a request that names none", _M, min=1),
+    Option("max_num_frames", int, 96, "video models: most frames a request may ask for", _M, min=1),
+    Option("default_fps", int, 8, "video models: frame rate of a request that names none", _M, min=1),
+    Option("max_fps", int, 30, "video models: highest frame rate a request may ask for", _M, min=1),
+    Option("max_audio_seconds", float, 120.0, "audio models: longest audio a request may make, seconds", _M,
+           min=0.0, min_exclusive=True),
+]
+
+# Options that mean something only for some media kinds; a non-default value for another kind is refused.
+MEDIA_KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "max_image_size": ("image", "video"),
+    "default_image_size": ("image", "video"),
+    "default_num_frames": ("video",),
+    "max_num_frames": ("video",),
+    "default_fps": ("video",),
+    "max_fps": ("video",),
+    "max_audio_seconds": ("audio",),
+}

@@ -1,4 +1,4 @@
-"""Registers the mocker engine with the plugin system (entry point `mocker = "mocker.plugin"`)."""
+"""Registers the mocker engine and media generators with the plugin system (entry point `mocker = "mocker.plugin"`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Callable
 
 from dynamo_mono.api import hookimpl
 from mocker.engine import create_engine
-from mocker.options import MOCKER_OPTIONS
+from mocker.media import create_media_generator
+from mocker.options import MOCKER_MEDIA_OPTIONS, MOCKER_OPTIONS
 
 
 @hookimpl
@@ -18,3 +19,16 @@ def register_engines(register: Callable[..., None]) -> None:
         description="simulated vLLM-style engine (continuous batching, prefix-cached paged KV), no GPU needed",
         kinds=("chat", "embedding"),
     )
+
+
+_MEDIA = {
+    "image": "simulated image model: deterministic colour patterns in timed denoising steps, no GPU needed",
+    "video": "simulated video model: moving colour patterns (image-to-video from a reference), no GPU needed",
+    "audio": "simulated speech model: deterministic tones per voice, speed and seed, no GPU needed",
+}
+
+
+@hookimpl
+def register_modalities(register: Callable[..., None]) -> None:
+    for kind, description in _MEDIA.items():
+        register(kind, "mocker", create_media_generator, options=MOCKER_MEDIA_OPTIONS, description=description)
