@@ -117,8 +117,10 @@ def encode_video(frames: Sequence[Any] | np.ndarray, fps: int, fmt: str = "mp4",
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(fps))
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        # One thread: an encode is one request's work, and the server runs requests side by side.
+        # One thread (an encode is one request's work, and the server runs requests side by side) and no
+        # lookahead / sliced threads: with them x264's output can differ between runs of the same frames.
+        stream.options = {"crf": str(crf), "preset": "veryfast",
+                          "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
         stream.codec_context.thread_count = 1
         for arr in arrays:
             if arr.shape[:2] != (h, w):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dynamo_mono.cli import main, serve_options
 from dynamo_mono.config import ConfigError, resolve
 from dynamo_mono.model_spec import specs_from_file
-from dynamo_mono.plugins import get_plugins
+from dynamo_mono.hookspecs import hookimpl
+from dynamo_mono.plugins import Plugins, get_plugins
 from dynamo_mono.server import build_state, model_specs, stop_engines
 
 
@@ -57,12 +59,33 @@ def test_bad_entries_are_one_line_errors(tmp_path: Path, text: str, fragment: st
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
-async def test_kinds_without_a_server_are_refused_at_startup(tmp_path: Path) -> None:
-    plugins = get_plugins()
-    path = _file(tmp_path, "- name: pics\n  kind: image\n")
+class _ChatOnly:
+    @hookimpl
+    def register_engines(self, register: Any) -> None:
+        register("chatonly", lambda args: None, description="a chat-only engine")
+
+
+async def test_an_engine_without_a_generator_of_the_kind_is_refused(tmp_path: Path) -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    plugins.register_module(_ChatOnly(), "chat-only")
+    path = _file(tmp_path, "- name: pics\n  kind: image\n  engine: chatonly\n")
     settings = resolve(serve_options(plugins), {"config": path}, env={})
-    with pytest.raises(ConfigError, match="model 'pics': kind 'image' needs a modality plugin"):
+    with pytest.raises(ConfigError, match="model 'pics': engine 'chatonly' does not serve image models"):
         await build_state(settings, plugins)
+
+
+async def test_a_media_model_needs_no_model_files(tmp_path: Path) -> None:
+    plugins = get_plugins()
+    path = _file(tmp_path, "- name: pics\n  kind: image\n  options: {speedup_ratio: 0}\n"
+                           "- {kind: audio, options: {speedup_ratio: 0}}\n")
+    state = await build_state(resolve(serve_options(plugins), {"config": path}, env={}), plugins)
+    try:
+        assert state.models["pics"].kind == "image" and state.models["pics"].tokenizer is None
+        assert state.models["mocker-audio"].kind == "audio"  # no name, no directory: ENGINE-KIND
+        assert state.ready()
+    finally:
+        await stop_engines(state)
 
 
 async def test_two_models_from_one_file_have_their_own_pools(tmp_path: Path) -> None:
