@@ -103,6 +103,21 @@ class KvTransferParams:
 
 
 @dataclass(slots=True)
+class MediaItem:
+    """One image, video or audio clip of a prompt, fetched and decoded by the server, and the placeholder tokens
+    of token_ids that stand for it. The arrays are read-only and may be shared between requests (cache)."""
+
+    kind: str  # "image" | "video" | "audio"
+    data: "np.ndarray"  # image (H, W, 3) uint8; video (T, H, W, 3) uint8; audio (S,) float32 mono
+    uuid: str  # 64 hex digits (SHA-256 of the encoded bytes, + sampling options for video): key engine caches by it
+    content_hash: int  # u64 (the uuid's first 16 hex digits): mixed into the block hashes its placeholders cover
+    start: int  # index in token_ids of its first placeholder token
+    length: int  # number of placeholder tokens
+    fps: float | None = None  # video: the frame rate the frames were sampled at
+    sample_rate: int | None = None  # audio
+
+
+@dataclass(slots=True)
 class EngineRequest:
     """One generation request as the engine sees it: tokens in, tokens out. Engines never modify it."""
 
@@ -116,6 +131,7 @@ class EngineRequest:
     dp_rank: int | None = None  # routing hint; set by the pool to the rank it chose before dispatch
     block_hashes: list[int] | None = None  # chained block hashes of token_ids, computed once
     multimodal: list[dict] = field(default_factory=list)  # content parts of media the card declares it takes
+    media: list[MediaItem] = field(default_factory=list)  # media of the prompt, in order (card.modalities only)
     annotations: list[str] = field(default_factory=list)
     expected_output_tokens: int | None = None  # client's output-length hint (nvext.agent_hints.osl), for routing
     tools: list[dict] | None = None  # carried for engines / mockers that need them
