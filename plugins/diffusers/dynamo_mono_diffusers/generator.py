@@ -9,7 +9,7 @@ import itertools
 import logging
 import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from dynamo_mono.api import EngineArgs, EngineError, KvEventBatch, KvEventSink, LoadMetrics, ModelCard
 from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
@@ -80,6 +80,11 @@ class DiffusersGenerator:
                 import torch
 
                 torch.cuda.empty_cache()
+
+    @property
+    def pipeline(self) -> Any:
+        """The loaded diffusers pipeline (None before start), for inspection: only the worker thread runs it."""
+        return self._loaded.pipe if self._loaded is not None else None
 
     def model_card(self) -> ModelCard:
         if self._loaded is None:

@@ -55,9 +55,9 @@ def _size_limits(limits: MediaLimits, traits: PipelineTraits, settings: Diffuser
                           f"{traits.class_name}'s sizes")
     limits.max_width = limits.max_height = top
     if settings.default_width is not None and settings.default_height is not None:
-        for flag, value in (("--default-width", settings.default_width), ("--default-height", settings.default_height)):
-            if value % m:
-                raise ConfigError(f"{flag}={value}: {traits.class_name} makes sizes that are multiples of {m}")
+        if settings.default_width % m or settings.default_height % m:
+            raise ConfigError(f"--default-image-size={settings.default_image_size}: {traits.class_name} makes sizes "
+                              f"that are multiples of {m}")
         limits.default_width, limits.default_height = settings.default_width, settings.default_height
         return
     w, h = traits.default_width or FALLBACK_SIZE, traits.default_height or FALLBACK_SIZE

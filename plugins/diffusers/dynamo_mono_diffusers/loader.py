@@ -42,9 +42,10 @@ def load_pipeline(model_path: str, settings: DiffusersSettings, kind: str, insta
     cls = pipeline_class(settings.pipeline_class)
     device = resolve_device(settings.device, instance_id)
     dtype = resolve_dtype(settings.dtype, device)
-    kwargs: dict[str, Any] = {"local_files_only": True, "torch_dtype": getattr(torch, dtype)}
+    kwargs: dict[str, Any] = {"local_files_only": True, _dtype_keyword(): getattr(torch, dtype)}
     if settings.variant:
         kwargs["variant"] = settings.variant
+    _quiet_loading()
     try:
         pipe = cls.from_pretrained(str(path), **kwargs)
     except Exception as exc:  # a missing component, a weight file of another variant, an unknown class name...
@@ -104,6 +105,22 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
     with torch.cuda.device(device):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def _quiet_loading() -> None:
+    """No per-component progress bars in the server log (diffusers' and transformers' loaders draw them)."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _dtype_keyword() -> str:
+    """`dtype` where diffusers takes it (torch_dtype is deprecated there), else `torch_dtype`."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def _check_text_cleaning(pipe: Any) -> None:

@@ -12,7 +12,8 @@ _G = "engine: diffusers"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-# max_image_size and max_num_inference_steps carry the mocker's media option names (same meaning).
+# Options the mocker's media generators also have carry the same names and meanings (max_image_size,
+# default_image_size, *_num_inference_steps, *_num_frames, *_fps, max_audio_seconds); the defaults are the pipeline's.
 DIFFUSERS_OPTIONS: list[Option] = [
     Option("device", str, "auto", "where the pipeline runs: auto (a CUDA device when torch sees one, instance i on "
            "cuda:i mod the device count; else the CPU), cpu, cuda or cuda:N", _G),
@@ -29,10 +30,8 @@ DIFFUSERS_OPTIONS: list[Option] = [
     Option("max_num_outputs", int, 10, "most outputs (n) one request may ask for; a pipeline that batches makes them "
            "in one call", _G, min=1),
     Option("max_image_size", int, 1024, "image and video models: largest width and height, in pixels", _G, min=8),
-    Option("default_width", int, None, "image and video models: width of a request that names no size (default: the "
-           "pipeline's own, scaled down to --max-image-size)", _G, min=8),
-    Option("default_height", int, None, "image and video models: height of a request that names no size (default: "
-           "the pipeline's own, scaled down to --max-image-size)", _G, min=8),
+    Option("default_image_size", str, None, "image and video models: WIDTHxHEIGHT made when a request names no size "
+           "(default: the pipeline's own, scaled down to --max-image-size)", _G, metavar="WxH"),
     Option("max_num_frames", int, None, "video models: most frames a request may ask for (default: the pipeline's "
            "default frame count)", _G, min=1),
     Option("default_num_frames", int, None, "video models: frames of a request that names none (default: the "
@@ -49,7 +48,7 @@ DIFFUSERS_OPTIONS: list[Option] = [
 _DEFAULTS = {o.name: o.default for o in DIFFUSERS_OPTIONS}
 # Options that mean something for some kinds only: a value other than the default for another kind is refused.
 _KIND_ONLY = {
-    "max_image_size": ("image", "video"), "default_width": ("image", "video"), "default_height": ("image", "video"),
+    "max_image_size": ("image", "video"), "default_image_size": ("image", "video"),
     "max_num_frames": ("video",), "default_num_frames": ("video",), "default_fps": ("video",), "max_fps": ("video",),
     "default_audio_seconds": ("audio",), "max_audio_seconds": ("audio",),
 }
@@ -68,7 +67,8 @@ class DiffusersSettings:
     default_guidance_scale: float | None = None
     max_num_outputs: int = 10
     max_image_size: int = 1024
-    default_width: int | None = None
+    default_image_size: str | None = None
+    default_width: int | None = None  # parsed from default_image_size
     default_height: int | None = None
     max_num_frames: int | None = None
     default_num_frames: int | None = None
@@ -91,18 +91,27 @@ class DiffusersSettings:
         if values["dtype"] not in DTYPES:
             raise ConfigError(f"invalid --dtype={values['dtype']!r}: must be one of {', '.join(DTYPES)}")
         _at_most(values, "default_num_inference_steps", "max_num_inference_steps")
+        values["default_width"], values["default_height"] = _parse_size(values["default_image_size"])
         _at_most(values, "default_width", "max_image_size")
         _at_most(values, "default_height", "max_image_size")
         _at_most(values, "default_num_frames", "max_num_frames")
         _at_most(values, "default_fps", "max_fps")
         _at_most(values, "default_audio_seconds", "max_audio_seconds")
-        if (values["default_width"] is None) != (values["default_height"] is None):
-            raise ConfigError("--default-width and --default-height go together: set both or neither")
         values["max_audio_seconds_set"] = values["max_audio_seconds"] != _DEFAULTS["max_audio_seconds"]
         return cls(**values)
+
+
+def _parse_size(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ConfigError(f"invalid --default-image-size={text!r}: must be WIDTHxHEIGHT, e.g. 512x512")
+    return int(w), int(h)
 
 
 def _at_most(values: dict[str, Any], name: str, limit: str) -> None:
     value, top = values[name], values[limit]
     if value is not None and top is not None and value > top:
-        raise ConfigError(f"--{name.replace('_', '-')}={value} is above --{limit.replace('_', '-')}={top}")
+        flag = "default-image-size" if name in ("default_width", "default_height") else name.replace("_", "-")
+        raise ConfigError(f"--{flag}: {value} is above --{limit.replace('_', '-')}={top}")

@@ -61,10 +61,10 @@ def call_kwargs(traits: PipelineTraits, limits: MediaLimits, req: MediaRequest) 
         kw["guidance_scale"] = guidance
     if req.negative_prompt is not None:
         if not traits.negative_prompt:
-            raise InvalidRequest(f"{traits.class_name} takes no negative_prompt", param="negative_prompt")
+            raise InvalidRequest(f"{traits.class_name} takes no negative_prompt", param="nvext.negative_prompt")
         if guidance is None or guidance <= 1.0:
             raise InvalidRequest("negative_prompt acts through classifier-free guidance: it needs guidance_scale > 1",
-                                 param="negative_prompt")
+                                 param="nvext.negative_prompt")
         kw["negative_prompt"] = req.negative_prompt
     fps = 0
     if req.kind in ("image", "video"):
@@ -75,7 +75,7 @@ def call_kwargs(traits: PipelineTraits, limits: MediaLimits, req: MediaRequest) 
         t = traits.frames_multiple
         if t > 1 and frames % t != 1:
             raise InvalidRequest(f"{traits.class_name} makes {t}k+1 frames (e.g. {frames // t * t + 1}), not {frames}",
-                                 param="num_frames")
+                                 param="nvext.num_frames")
         kw[traits.frames_param] = frames
         fps = req.fps or limits.default_fps
         if traits.fps_param:
@@ -89,7 +89,7 @@ def call_kwargs(traits: PipelineTraits, limits: MediaLimits, req: MediaRequest) 
         seconds = req.seconds or limits.default_seconds
         if seconds < traits.min_seconds:
             raise InvalidRequest(f"{traits.class_name} makes audio of at least {traits.min_seconds:g} s",
-                                 param="seconds")
+                                 param="nvext.seconds")
         kw[traits.seconds_param] = seconds
     return kw, fps
 
@@ -105,7 +105,7 @@ def run_job(pipe: Any, traits: PipelineTraits, limits: MediaLimits, job: Job) ->
     except EncodeError as exc:
         failure = EngineError(f"encoding the {job.request.kind} failed: {exc}", retryable=False)
     except Exception as exc:  # noqa: BLE001 - every pipeline failure becomes an EngineError
-        failure = _engine_error(traits.class_name, exc)
+        failure = classify_failure(traits.class_name, exc)
     # Outside the except blocks: the failed call's frames (and the tensors they hold) are gone now.
     _free_device_memory(pipe)
     raise failure
@@ -201,8 +201,8 @@ def _decode_image(data: bytes) -> Any:
                              param="input_reference") from None
 
 
-def _engine_error(class_name: str, exc: Exception) -> EngineError:
-    """Out of memory: not retryable (the request's size is the cause; the same model on another instance of the
+def classify_failure(class_name: str, exc: Exception) -> EngineError:
+    """The EngineError of a failed pipeline call. Out of memory: not retryable (the request's size is the cause; the same model on another instance of the
     same hardware fails the same way, and the retry would only take memory from that one's requests). A device
     fault: retryable on another instance, and this one turns unhealthy. Anything else: the pipeline refused these
     inputs, which another instance would refuse too."""
