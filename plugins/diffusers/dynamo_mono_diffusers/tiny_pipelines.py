@@ -5,7 +5,7 @@ made in-process from a character vocabulary, nothing is downloaded) and saves it
 loading it exercises the real `from_pretrained(local_files_only=True)` path. Every pipeline makes noise, quickly:
 a 2-step call at 64x64 (or a fraction of a second of audio) takes well under a second on a CPU.
 
-    python -m dynamo_mono_diffusers.tiny_pipelines OUT_DIR   # builds them all, prints the time of one call each
+    python -m dynamo_mono_diffusers.tiny_pipelines OUT_DIR [THREADS]   # builds them all, times one call of each
 """
 
 from __future__ import annotations
@@ -161,11 +161,11 @@ def make_wan(path: str | Path) -> Path:
 def make_wan_image_to_video(path: str | Path) -> Path:
     """WanImageToVideoPipeline (image-to-video): Wan with a CLIP vision encoder for the starting image."""
     from diffusers import WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(SEED)
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
         intermediate_size=16, patch_size=1))
     pipe = WanImageToVideoPipeline(**_wan_parts(36, image_dim=4), image_encoder=image_encoder,
                                    image_processor=CLIPImageProcessor(crop_size=32, size=32))
@@ -220,15 +220,26 @@ TINY_PIPELINES: dict[str, tuple[Callable[[str | Path], Path], str, dict]] = {
 
 def build_tiny_pipelines(root: str | Path, names: list[str] | None = None) -> dict[str, Path]:
     """Build the named tiny pipelines (default all) under root/<name>; returns name -> directory."""
+    _quiet()
     root = Path(root)
     return {name: TINY_PIPELINES[name][0](root / name) for name in (names or list(TINY_PIPELINES))}
 
 
+def _quiet() -> None:
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    for lib in (diffusers.utils.logging, transformers.utils.logging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()  # deprecation notices of the pipelines built here
+
+
 def _time_calls(dirs: dict[str, Path]) -> None:
-    """Load each pipeline and print the time of a 2-step call (after one warm-up call)."""
+    """Load each pipeline and print the best of 3 timed 2-step calls (after a warm-up call)."""
     from diffusers import DiffusionPipeline
     from PIL import Image
 
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
     for name, path in dirs.items():
         pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
@@ -236,12 +247,18 @@ def _time_calls(dirs: dict[str, Path]) -> None:
         if name == "wan-i2v":
             kwargs["image"] = Image.new("RGB", (32, 32), (200, 30, 30))
         pipe(**kwargs)
-        start = time.perf_counter()
-        pipe(**kwargs, generator=torch.Generator().manual_seed(1))
-        print(f"{name:18s} {type(pipe).__name__:26s} {time.perf_counter() - start:.3f} s per 2-step call")
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            pipe(**kwargs, generator=torch.Generator().manual_seed(1))
+            best = min(best, time.perf_counter() - start)
+        shape = ", ".join(f"{k}={v}" for k, v in TINY_PIPELINES[name][2].items())
+        print(f"{name:18s} {type(pipe).__name__:26s} {best * 1000:6.0f} ms per 2-step call ({shape})")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m dynamo_mono_diffusers.tiny_pipelines OUT_DIR")
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m dynamo_mono_diffusers.tiny_pipelines OUT_DIR [TORCH_THREADS]")
+    if len(sys.argv) == 3:
+        torch.set_num_threads(int(sys.argv[2]))
     _time_calls(build_tiny_pipelines(sys.argv[1]))

@@ -125,7 +125,8 @@ def mismatch(traits: PipelineTraits, kind: str, model_dir: str) -> str | None:
     where = f"the pipeline in {model_dir} is {traits.class_name}"
     if traits.makes is None:
         return f"{where}, {traits.task}: the diffusers engine serves {SERVED_TASKS} pipelines"
-    return f"{where}, a {traits.task} pipeline: serve it with --model-kind {traits.makes}"
+    article = "an" if traits.task[0] in "aeiou" else "a"
+    return f"{where}, {article} {traits.task} pipeline: serve it with --model-kind {traits.makes}"
 
 
 def _image_required(cls: type, params: Any) -> bool:
