@@ -118,6 +118,8 @@ async def test_unknown_pipeline_class(started, tiny, name: str, message: str) ->
 
 
 async def test_not_a_pipeline_directory(started, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="needs --model DIR"):
+        await started("", "image")
     with pytest.raises(ConfigError, match="is not a diffusers pipeline directory"):
         await started(tmp_path, "image")
     (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": '

@@ -11,8 +11,17 @@ import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
-from dynamo_mono.api import EngineArgs, EngineError, KvEventBatch, KvEventSink, LoadMetrics, ModelCard
-from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
+from dynamo_mono.api import (
+    EngineArgs,
+    EngineError,
+    KvEventBatch,
+    KvEventSink,
+    LoadMetrics,
+    MediaOutput,
+    MediaProgress,
+    MediaRequest,
+    ModelCard,
+)
 
 from dynamo_mono_diffusers.loader import LoadedPipeline, load_pipeline
 from dynamo_mono_diffusers.options import DiffusersSettings
@@ -166,7 +175,10 @@ class DiffusersGenerator:
             del self._jobs[job.request.request_id]
         exc = future.exception()
         if exc is None:
-            events.put_nowait(future.result())
+            out = future.result()
+            log.debug("request %s: %d %s file(s) in %.2f s", job.request.request_id, len(out.files), job.request.kind,
+                      out.inference_time_s)
+            events.put_nowait(out)
         elif isinstance(exc, JobCancelled):
             events.put_nowait(_cancelled(job))
         else:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dynamo_mono.api import ConfigError
-from dynamo_mono.engine import MediaLimits
-from dynamo_mono.media.encode import output_formats
+from dynamo_mono.api import ConfigError, MediaLimits, output_formats
 
 from dynamo_mono_diffusers.options import DiffusersSettings
 from dynamo_mono_diffusers.traits import PipelineTraits

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynamo_mono.api import ConfigError
-from dynamo_mono.engine import MediaLimits
+from dynamo_mono.api import ConfigError, MediaLimits
 
 from dynamo_mono_diffusers.limits import media_limits
 from dynamo_mono_diffusers.options import DiffusersSettings
@@ -36,6 +35,8 @@ def load_pipeline(model_path: str, settings: DiffusersSettings, kind: str, insta
     import torch
 
     start = time.perf_counter()
+    if not model_path:
+        raise ConfigError("the diffusers engine needs --model DIR, a local diffusers pipeline directory")
     path = Path(model_path)
     if not (path / "model_index.json").is_file():
         raise ConfigError(f"{path} is not a diffusers pipeline directory (it has no model_index.json)")

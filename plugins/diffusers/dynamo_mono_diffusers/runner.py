@@ -11,10 +11,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dynamo_mono.api import EngineError, InvalidRequest
-from dynamo_mono.engine import MediaLimits
-from dynamo_mono.media.contract import MediaFile, MediaOutput, MediaProgress, MediaRequest
-from dynamo_mono.media.encode import EncodeError, encode_audio, encode_image, encode_video
+from dynamo_mono.api import (
+    EncodeError,
+    EngineError,
+    InvalidRequest,
+    MediaFile,
+    MediaLimits,
+    MediaOutput,
+    MediaProgress,
+    MediaRequest,
+    encode_audio,
+    encode_image,
+    encode_video,
+)
 
 from dynamo_mono_diffusers.traits import PipelineTraits
 
