@@ -330,3 +330,14 @@ def test_failure_classes() -> None:
     assert isinstance(fault, DeviceFault) and fault.retryable and "more" not in str(fault)
     bad = classify_failure("P", ValueError("`height` has to be divisible by 8"))
     assert not bad.retryable and str(bad) == "P failed: ValueError: `height` has to be divisible by 8"
+
+
+async def test_long_jobs_log_their_progress(started, tiny, monkeypatch, caplog) -> None:
+    import dynamo_mono_diffusers.runner as runner
+
+    gen = await started(tiny["stable-diffusion"], "image")
+    monkeypatch.setattr(runner, "PROGRESS_LOG_INTERVAL_S", 0.0)  # every step counts as "10 s later"
+    with caplog.at_level("INFO", logger="dynamo_mono.diffusers"):
+        await output(gen, image_req("slow", steps=3))
+    lines = [r.getMessage() for r in caplog.records if "slow: step" in r.getMessage()]
+    assert [line.split(" after ")[0] for line in lines] == [f"request slow: step {i}/3" for i in (1, 2, 3)]

@@ -206,3 +206,13 @@ def test_device_and_dtype_resolution() -> None:
     assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("float16", "cpu") == "float16"
     if not torch.cuda.is_available():
         assert resolve_device("auto", 3) == "cpu"
+
+
+async def test_variant_weights_load(started, tiny, tmp_path) -> None:
+    from diffusers import DiffusionPipeline
+
+    DiffusionPipeline.from_pretrained(tiny["stable-diffusion"], local_files_only=True).save_pretrained(
+        tmp_path / "fp16", variant="fp16")
+    assert list((tmp_path / "fp16" / "unet").glob("*.fp16.safetensors"))
+    gen = await started(tmp_path / "fp16", "image", variant="fp16")
+    assert gen.healthy()
