@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+
+import numpy as np
 
 from dynamo_mono.kv_events import KvEventBatch
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # An engine instance is addressed everywhere (routing, indexing, load, metrics) by this pair.
 InstanceKey = tuple[int, int]  # (worker_id, dp_rank)
@@ -74,10 +73,13 @@ class MediaLimits:
     max_frames: int = 0
     default_fps: int = 0
     max_fps: int = 0
+    frames_step: int = 1  # num_frames - 1 must be a multiple of this (Wan-class models: 4, i.e. 4k + 1 frames)
     input_reference: bool = False  # takes an image to start from (image-to-video)
+    input_reference_required: bool = False  # makes video only from an image (input_reference must be given)
     # audio
     sample_rate: int = 0
     default_seconds: float = 0.0  # 0: the duration follows the input text's length
+    min_seconds: float = 0.0
     max_seconds: float = 0.0
     voices: tuple[str, ...] = ()  # accepted `voice` values; the first is the default
     speed: bool = False  # acts on `speed` (0.25-4.0)
@@ -108,7 +110,7 @@ class MediaItem:
     of token_ids that stand for it. The arrays are read-only and may be shared between requests (cache)."""
 
     kind: str  # "image" | "video" | "audio"
-    data: "np.ndarray"  # image (H, W, 3) uint8; video (T, H, W, 3) uint8; audio (S,) float32 mono
+    data: np.ndarray  # image (H, W, 3) uint8; video (T, H, W, 3) uint8; audio (S,) float32 mono
     uuid: str  # 64 hex digits (SHA-256 of the encoded bytes, + sampling options for video): key engine caches by it
     content_hash: int  # u64 (the uuid's first 16 hex digits): mixed into the block hashes its placeholders cover
     start: int  # index in token_ids of its first placeholder token
@@ -187,7 +189,7 @@ class EmbeddingRequest:
 class EmbeddingOutput:
     """What `embed()` returns: row i of `embeddings` is the unit-norm vector of input i."""
 
-    embeddings: "np.ndarray"  # float32, shape (len(request.token_ids), dimensions or card.embedding_dim)
+    embeddings: np.ndarray  # float32, shape (len(request.token_ids), dimensions or card.embedding_dim)
     prompt_tokens: int  # tokens embedded (the sum over the inputs)
 
 

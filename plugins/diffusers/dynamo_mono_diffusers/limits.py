@@ -79,12 +79,15 @@ def _video_limits(limits: MediaLimits, traits: PipelineTraits, settings: Diffuse
         raise ConfigError(f"{traits.class_name}'s default of {limits.default_fps} fps is above "
                           f"--max-fps={limits.max_fps}: set --default-fps too")
     limits.input_reference = traits.image_param is not None
+    limits.input_reference_required = traits.image_required
+    limits.frames_step = max(1, t)
 
 
 def _audio_limits(limits: MediaLimits, traits: PipelineTraits, settings: DiffusersSettings) -> None:
     if not traits.sample_rate:
         raise ConfigError(f"cannot tell the sample rate of {traits.class_name}'s audio")
     limits.sample_rate = traits.sample_rate
+    limits.min_seconds = traits.min_seconds
     limits.max_seconds = settings.max_audio_seconds
     if traits.max_seconds is not None and limits.max_seconds > traits.max_seconds:
         if settings.max_audio_seconds_set:
