@@ -45,10 +45,10 @@ def media_part(part: Mapping[str, Any], where: str) -> MediaPart:
     value = part.get(kind)
     if kind == "input_audio":
         if not isinstance(value, Mapping) or not isinstance(value.get("data"), str):
-            raise InvalidRequest(f"{field} must be an object with base64 'data' and a 'format'", param=field)
+            raise InvalidRequest(f"{field}: must be an object with base64 'data' and a 'format'", param=field)
         fmt = value.get("format")
         if fmt not in INPUT_AUDIO_FORMATS:
-            raise InvalidRequest(f"{field}.format must be one of {', '.join(INPUT_AUDIO_FORMATS)}, not {fmt!r}",
+            raise InvalidRequest(f"{field}.format: must be one of {', '.join(INPUT_AUDIO_FORMATS)}, not {fmt!r}",
                                  param=f"{field}.format")
         return MediaPart("audio", f"data:{INPUT_AUDIO_FORMATS[fmt]};base64,{value['data']}", field)
     if isinstance(value, str):  # a bare URL string, as some clients send
@@ -56,10 +56,10 @@ def media_part(part: Mapping[str, Any], where: str) -> MediaPart:
     elif isinstance(value, Mapping) and isinstance(value.get("url"), str):
         url, detail = value["url"], value.get("detail")
     else:
-        raise InvalidRequest(f"{field} must be an object with a 'url' (an https:// or data: URL)", param=field)
+        raise InvalidRequest(f"{field}: must be an object with a 'url' (an https:// or data: URL)", param=field)
     if not url.strip():
-        raise InvalidRequest(f"{field}.url must not be empty", param=f"{field}.url")
+        raise InvalidRequest(f"{field}.url: must not be empty", param=f"{field}.url")
     if detail is not None and (medium != "image" or detail not in DETAILS):
-        raise InvalidRequest(f"{field}.detail must be one of {', '.join(DETAILS)}" if medium == "image"
-                             else f"{field}.detail applies to images only", param=f"{field}.detail")
+        raise InvalidRequest(f"{field}.detail: must be one of {', '.join(DETAILS)}" if medium == "image"
+                             else f"{field}.detail: applies to images only", param=f"{field}.detail")
     return MediaPart(medium, url, field, detail or "auto")
