@@ -87,46 +87,46 @@ class Placement:
     length: int
 
 
-def expand_placeholders(token_ids: Sequence[int], kinds: Sequence[str], counts: Sequence[int],
+def expand_placeholders(token_ids: list[int], kinds: Sequence[str], counts: Sequence[int],
                         specs: Mapping[str, MediaTokens]) -> tuple[list[int], list[Placement]]:
     """Replace the k-th placeholder token of each medium by counts[i] copies, where item i is that medium's k-th
-    item (`kinds[i]`, in prompt order). Returns the new ids and each item's placement.
+    item (`kinds[i]`, in prompt order). Returns the new ids (token_ids itself when there is no item) and each item's
+    placement.
 
     The prompt must hold exactly one placeholder per item of each medium in `specs`, and none of a medium that
     has no items (a client writing the placeholder's text into a message would otherwise make the model read an
     embedding that is not there): PlaceholderError says which medium is off and by how much.
     """
-    positions: dict[int, str] = {spec.token_id: kind for kind, spec in specs.items()}
     want = {kind: 0 for kind in specs}
     for kind in kinds:
-        want[kind] = want.get(kind, 0) + 1
-    found = {kind: 0 for kind in specs}
-    for t in token_ids:
-        kind = positions.get(t)
-        if kind is not None:
-            found[kind] += 1
-    for kind in specs:
-        if found[kind] != want[kind]:
-            raise PlaceholderError(placeholder_mismatch(kind, specs[kind].token, found[kind], want[kind]))
+        if kind not in want:
+            raise PlaceholderError(f"the model has no placeholder for {kind} input")
+        want[kind] += 1
+    positions: list[tuple[int, str]] = []
+    for kind, spec in specs.items():
+        found = token_ids.count(spec.token_id)  # C loops: a text-only prompt costs one scan per medium
+        if found != want[kind]:
+            raise PlaceholderError(placeholder_mismatch(kind, spec.token, found, want[kind]))
+        pos = -1
+        for _ in range(found):
+            pos = token_ids.index(spec.token_id, pos + 1)
+            positions.append((pos, kind))
     if not kinds:
-        return list(token_ids), []
-    # The k-th item of each kind, as an index into kinds / counts.
-    queue: dict[str, list[int]] = {}
+        return token_ids, []
+    positions.sort()
+    queue: dict[str, list[int]] = {}  # the k-th item of each kind, as an index into kinds / counts
     for i, kind in enumerate(kinds):
         queue.setdefault(kind, []).append(i)
     cursor = {kind: 0 for kind in queue}
     out: list[int] = []
     placements: list[Placement | None] = [None] * len(kinds)
     prev = 0
-    for pos, t in enumerate(token_ids):
-        kind = positions.get(t)
-        if kind is None:
-            continue
+    for pos, kind in positions:
         i = queue[kind][cursor[kind]]
         cursor[kind] += 1
         out.extend(token_ids[prev:pos])
         placements[i] = Placement(len(out), counts[i])
-        out.extend([t] * counts[i])
+        out.extend([token_ids[pos]] * counts[i])
         prev = pos + 1
     out.extend(token_ids[prev:])
     return out, placements  # type: ignore[return-value]  # every item was placed (counts checked above)
