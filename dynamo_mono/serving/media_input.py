@@ -69,7 +69,7 @@ def check_parts(card: ModelCard | None, model: str, parts: Sequence[MediaPart], 
 def decode_limits(settings: Settings) -> DecodeLimits:
     """The operator's decode limits (MEDIA_INPUT_OPTIONS); ValueError on inconsistent values."""
     return DecodeLimits(max_image_pixels=settings.max_image_pixels, video_fps=settings.video_fps,
-                        video_max_fps=max(settings.max_video_fps, settings.video_fps),
+                        video_max_fps=settings.max_video_fps,
                         video_max_frames=settings.max_video_frames,
                         max_video_frame_pixels=settings.max_video_frame_pixels,
                         max_video_duration_s=settings.max_video_seconds,
@@ -91,6 +91,9 @@ class MediaInput:
     def from_settings(cls, settings: Settings, fetcher: MediaFetcher, metrics: Any = None) -> "MediaInput":
         from dynamo_mono.config import ConfigError
 
+        if settings.video_fps > settings.max_video_fps:
+            raise ConfigError(f"--video-fps={settings.video_fps:g} must not exceed "
+                              f"--max-video-fps={settings.max_video_fps:g}")
         try:
             limits = decode_limits(settings)
         except ValueError as exc:

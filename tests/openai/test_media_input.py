@@ -266,3 +266,10 @@ async def test_http_image_from_a_loopback_server(make_server: MakeServer, aiohtt
     by_url = await usage(server, image_chat(url))
     by_data = await usage(server, image_chat(data_url(body)))  # same bytes: same identity, a prefix hit
     assert by_data["prompt_tokens"] == by_url["prompt_tokens"] and cached(by_data) > 0
+
+
+async def test_inconsistent_video_options_stop_the_server(make_server: MakeServer) -> None:
+    from dynamo_mono.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--video-fps=5 must not exceed --max-video-fps=3"):
+        await make_server("mocker", video_fps=5.0, max_video_fps=3.0)
