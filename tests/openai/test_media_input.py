@@ -102,6 +102,9 @@ async def test_video_and_audio_parts(mm: Server) -> None:
         {"type": "text", "text": "x"}]}]}
     got = await usage(mm, audio)
     assert got["prompt_tokens"] - text_only["prompt_tokens"] == 50 + 2  # 2 s x 25 tokens / s
+    audio["messages"][0]["content"][0] = {"type": "audio_url", "audio_url": {"url": data_url(wav(1.0), "audio/wav")}}
+    got = await usage(mm, audio)
+    assert got["prompt_tokens"] - text_only["prompt_tokens"] == 25 + 2
 
 
 async def test_media_reaches_the_engine_typed(make_server: MakeServer) -> None:
