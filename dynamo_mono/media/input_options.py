@@ -23,9 +23,9 @@ MEDIA_INPUT_OPTIONS = [
            "media_io_kwargs.video.max_frames a request may ask.", group=_GROUP, min=1),
     Option("max_video_frame_pixels", int, 1920 * 1080, "Largest video frame accepted, in pixels.", group=_GROUP,
            min=1),
-    Option("max_video_seconds", float, 600.0, "Longest video accepted, in seconds.", group=_GROUP, min=0,
+    Option("max_input_video_seconds", float, 600.0, "Longest video accepted, in seconds.", group=_GROUP, min=0,
            min_exclusive=True),
-    Option("max_audio_seconds", float, 600.0, "Longest audio clip accepted, in seconds.", group=_GROUP, min=0,
+    Option("max_input_audio_seconds", float, 600.0, "Longest audio clip accepted, in seconds.", group=_GROUP, min=0,
            min_exclusive=True),
     Option("media_cache_capacity_gb", float, 1.0,
            "GiB of decoded media (pixels, samples) kept for reuse, keyed by the SHA-256 of the encoded bytes "

@@ -72,8 +72,8 @@ def decode_limits(settings: Settings) -> DecodeLimits:
                         video_max_fps=settings.max_video_fps,
                         video_max_frames=settings.max_video_frames,
                         max_video_frame_pixels=settings.max_video_frame_pixels,
-                        max_video_duration_s=settings.max_video_seconds,
-                        max_audio_duration_s=settings.max_audio_seconds)
+                        max_video_duration_s=settings.max_input_video_seconds,
+                        max_audio_duration_s=settings.max_input_audio_seconds)
 
 
 class MediaInput:
