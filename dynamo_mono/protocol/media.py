@@ -11,6 +11,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 
+def _nonblank(v: str, name: str) -> str:
+    if not v.strip():
+        raise ValueError(f"{name} must not be empty")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,12 +55,7 @@ class CreateImageRequest(_Strict):
     priority: StrictInt | None = None  # lower = more urgent (admission queues)
     nvext: DenoisingNvExt | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("prompt must not be empty")
-        return v
+    _prompt = field_validator("prompt")(classmethod(lambda cls, v: _nonblank(v, "prompt")))
 
 
 class CreateVideoRequest(_Strict):
@@ -70,12 +71,7 @@ class CreateVideoRequest(_Strict):
     priority: StrictInt | None = None
     nvext: VideoNvExt | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("prompt must not be empty")
-        return v
+    _prompt = field_validator("prompt")(classmethod(lambda cls, v: _nonblank(v, "prompt")))
 
     @field_validator("seconds")
     @classmethod
@@ -104,12 +100,7 @@ class CreateSpeechRequest(_Strict):
     priority: StrictInt | None = None
     nvext: SpeechNvExt | None = None
 
-    @field_validator("input")
-    @classmethod
-    def _input(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("input must not be empty")
-        return v
+    _input = field_validator("input")(classmethod(lambda cls, v: _nonblank(v, "input")))
 
 
 def _op(path: str, op_id: str, summary: str, schema: str, ok: dict) -> dict:

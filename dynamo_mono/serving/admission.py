@@ -80,3 +80,22 @@ async def pass_queue(queue: AdmissionQueue, priority: int, latency_sensitivity: 
         await queue.acquire(priority, latency_sensitivity)
     finally:
         queued_gauge.dec()
+
+
+class HeldSlots:
+    """The admission slots one request holds, taken in order and released together (idempotent)."""
+
+    __slots__ = ("queues", "_held")
+
+    def __init__(self, queues: tuple) -> None:
+        self.queues = queues
+        self._held: list[AdmissionQueue] = []
+
+    async def take(self, priority: int, queued_gauge=None) -> None:
+        for queue in self.queues:
+            await pass_queue(queue, priority, None, queued_gauge)
+            self._held.append(queue)
+
+    def release(self) -> None:
+        while self._held:
+            self._held.pop().release()

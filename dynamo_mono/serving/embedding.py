@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dynamo_mono.engine import EmbeddingOutput, EmbeddingRequest
-from dynamo_mono.serving.admission import pass_queue
+from dynamo_mono.serving.admission import HeldSlots
 from dynamo_mono.serving.chat import admission_queues
 from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest
 from dynamo_mono.serving.model import FAST_INLINE_CHARS, ServedModel
@@ -131,8 +131,7 @@ class EmbeddingJob:
         self.prompt_tokens = prompt_tokens
         self.metrics = metrics
         self.model = model
-        self.admission = admission
-        self._held: list = []
+        self.slots = HeldSlots(admission)
         self._observed = False
         self.started = time.perf_counter()
 
@@ -140,10 +139,7 @@ class EmbeddingJob:
         """Routing preconditions (every batch could be placed) and the admission queues, before any engine work."""
         for req in self.requests:
             self.pool.preflight(req)
-        gauge = self.metrics.model(self.model).queued if self.metrics is not None else None
-        for queue in self.admission:
-            await pass_queue(queue, self.requests[0].priority, None, gauge)
-            self._held.append(queue)
+        await self.slots.take(self.requests[0].priority, self.metrics.model(self.model).queued if self.metrics is not None else None)
 
     async def run(self) -> EmbeddingResult:
         """Every batch on the pool at once (the router spreads them); the first failure cancels the others."""
@@ -161,8 +157,7 @@ class EmbeddingJob:
 
     def finish(self) -> None:
         """Release admission slots and record metrics; idempotent."""
-        while self._held:
-            self._held.pop().release()
+        self.slots.release()
         if not self._observed:
             self._observed = True
             if self.metrics is not None:

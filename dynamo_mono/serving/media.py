@@ -14,7 +14,7 @@ from typing import Any
 
 from dynamo_mono.engine import MediaLimits
 from dynamo_mono.media.contract import MediaOutput, MediaRequest
-from dynamo_mono.serving.admission import pass_queue
+from dynamo_mono.serving.admission import HeldSlots
 from dynamo_mono.serving.chat import admission_queues
 from dynamo_mono.serving.errors import InvalidRequest, NoInstance
 from dynamo_mono.serving.model import ServedModel
@@ -221,8 +221,7 @@ class MediaJob:
         self.request = request
         self.metrics = metrics
         self.model = model
-        self.admission = admission
-        self._held: list = []
+        self.slots = HeldSlots(admission)
         self._observed = False
         self.started = time.perf_counter()
         self.steps_done = 0
@@ -230,10 +229,7 @@ class MediaJob:
     async def admit(self) -> None:
         """Routing preconditions (a ready instance, a valid pin) and the admission queues, before any work."""
         self.pool.preflight(self.request)
-        gauge = self.metrics.model(self.model).queued if self.metrics is not None else None
-        for queue in self.admission:
-            await pass_queue(queue, self.request.priority, None, gauge)
-            self._held.append(queue)
+        await self.slots.take(self.request.priority, self.metrics.model(self.model).queued if self.metrics is not None else None)
 
     async def run(self) -> MediaOutput:
         """Drive the generator to its output; each denoising step counts on dynamo_frontend_media_steps_total."""
@@ -252,8 +248,7 @@ class MediaJob:
 
     def finish(self) -> None:
         """Release admission slots and record metrics; idempotent."""
-        while self._held:
-            self._held.pop().release()
+        self.slots.release()
         if not self._observed:
             self._observed = True
             if self.metrics is not None:

@@ -8,14 +8,21 @@ images are generated on the same server. A benchmark script, not part of the tes
    `dynamo-mono serve --engine diffusers` with the same steps and size, sequential requests (c=1) and two at a
    time (c=2: the next request waits at the instance while one runs, as a loaded server would). Runs alternate.
 2. chat TTFT p50: a streaming chat load on the mocker chat model of a server that also serves the diffusers
-   image model, with and without a client keeping the image model busy.
+   image model, with and without a client keeping the image model busy; (a) the generator on a thread of the
+   server process, (b) the generator in a `dynamo-mono worker` process. On a CPU-only machine the pipeline's
+   work competes for the same cores as the server (a GPU host runs it on the device), so (b) pins the server
+   and the worker to separate cores (taskset) with one torch thread: what is left to see is whether the
+   server's event loop stalls while images are made.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,10 +156,49 @@ def main() -> int:
         finally:
             srv.stop()
         print(f"chat TTFT p50 ({args.chats} streaming requests, mocker chat model beside the diffusers model)")
-        print(f"  no image load         : {quiet * 1000:7.2f} ms")
-        print(f"  images generating     : {busy * 1000:7.2f} ms  ({(busy / quiet - 1) * 100:+.1f} %, "
-              f"{images} images meanwhile)")
+        print(f"  (a) generator on a server thread, no image load : {quiet * 1000:7.2f} ms")
+        print(f"  (a) generator on a server thread, images        : {busy * 1000:7.2f} ms  "
+              f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
+        quiet, busy, images = worker_ttft(model_dir, Path(tmp), args)
+        print(f"  (b) generator in a worker process, no image load: {quiet * 1000:7.2f} ms")
+        print(f"  (b) generator in a worker process, images       : {busy * 1000:7.2f} ms  "
+              f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
     return 0
+
+
+def worker_ttft(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[float, float, int]:
+    """Chat TTFT with the image model served by a worker process (server and worker on separate cores)."""
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    cfg = tmp / "models-worker.yaml"
+    cfg.write_text("- {name: tiny-chatml, engine: mocker, options: {speedup_ratio: 1}}\n"
+                   "- {name: painter, kind: image, engine: diffusers, instances: 0}\n")
+    token = "bench-media-token"
+    srv = start_server(["--config", str(cfg), "--worker-token", token, "--log-level", "warning"], timeout=300)
+    worker = None
+    try:
+        if pin:
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(srv.proc.pid)], check=True, capture_output=True)
+        cmd = [sys.executable, "-m", "dynamo_mono.cli", "worker", "--engine", "diffusers", "--model-kind", "image",
+               "--model", str(model_dir), "--served-model-name", "painter", "--connect", srv.url,
+               "--worker-token", token, "--log-level", "warning"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        worker = subprocess.Popen((["taskset", "-c", "1"] if pin else []) + cmd, env=env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            import json
+            import urllib.request
+
+            with urllib.request.urlopen(srv.url + "/health", timeout=5) as r:
+                health = json.loads(r.read())
+            if any(m["name"] == "painter" and m["ready_instances"] for m in health["models"]):
+                break
+            time.sleep(0.2)
+        return asyncio.run(ttft_with_and_without(srv.url, args.chats, args.size, args.steps))
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        srv.stop()
 
 
 if __name__ == "__main__":
