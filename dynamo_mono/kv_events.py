@@ -14,6 +14,9 @@ class BlockStored:
     token_ids: list[int] = field(default_factory=list)
     block_size: int = 0
     lora_name: str | None = None
+    # Per block, the content hashes of the media items whose placeholder tokens it holds (mixed into its hash,
+    # block_hash.py), [] for a text block; an empty list = no media in any block.
+    media_hashes: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
