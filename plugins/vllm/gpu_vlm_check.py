@@ -84,7 +84,7 @@ async def start(model: Path, dtype: str, options: dict[str, Any]) -> VllmEngine:
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-qwen2-vl-v1")
+    ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-qwen2-vl-v2")
     ap.add_argument("--embedding-cache-gb", type=float, default=None)
     ap.add_argument("--dtype", default="float32")
     a = ap.parse_args()

@@ -100,4 +100,4 @@ def tiny_vlm() -> Path:
         pytest.skip(why)
     from dynamo_mono_vllm.tiny_vlm import build_tiny_qwen2_vl
 
-    return build_tiny_qwen2_vl(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-qwen2-vl-v1", seed=0)
+    return build_tiny_qwen2_vl(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-qwen2-vl-v2", seed=0)

@@ -68,6 +68,7 @@ def build_tiny_qwen2_vl(out_dir: str | os.PathLike, *, seed: int = 0, hidden_siz
     for t in MEDIA_TOKENS:
         tok_cfg["added_tokens_decoder"][str(ids[t])] = {"content": t, "lstrip": False, "normalized": False,
                                                         "rstrip": False, "single_word": False, "special": True}
+    tok_cfg["chat_template"] = _media_template(tok_cfg["chat_template"])
     (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=1))
     shutil.copyfile(TINY_CHATML_DIR / "generation_config.json", tmp / "generation_config.json")
     base = json.loads((TINY_CHATML_DIR / "config.json").read_text())
@@ -96,6 +97,25 @@ def build_tiny_qwen2_vl(out_dir: str | os.PathLike, *, seed: int = 0, hidden_siz
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+_TEXT_PART = """{%- elif part is mapping and part.type == 'text' -%}
+                {{- part.text -}}"""
+_MEDIA_PARTS = """
+            {%- elif part is mapping and part.type in ['image', 'image_url'] -%}
+                {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
+            {%- elif part is mapping and part.type in ['video', 'video_url'] -%}
+                {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"""
+
+
+def _media_template(template: str) -> str:
+    """The ChatML template rendering image / video parts as Qwen2-VL does (one placeholder each), whichever
+    version of the embedded template it starts from."""
+    if "<|image_pad|>" in template:
+        return template
+    if _TEXT_PART not in template:
+        raise RuntimeError("the embedded ChatML template changed: cannot add media parts to it")
+    return template.replace(_TEXT_PART, _TEXT_PART + _MEDIA_PARTS, 1)
 
 
 def _mrope_sections(head_dim: int) -> list[int]:
