@@ -8,10 +8,11 @@ Names here keep their meaning across releases; an internal module may move or ch
 from __future__ import annotations
 
 from dynamo_mono.assets import TINY_CHATML_DIR
-from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.block_hash import MediaSpan, block_hashes
 from dynamo_mono.config import ConfigError, Option
 from dynamo_mono.engine import (
     ENGINE_KINDS,
+    MEDIA_INPUT_KINDS,
     MEDIA_KINDS,
     MODEL_KINDS,
     EmbeddingEngine,
@@ -28,7 +29,9 @@ from dynamo_mono.engine import (
     KvEventSink,
     KvTransferParams,
     LoadMetrics,
+    MediaItem,
     MediaLimits,
+    MediaTokens,
     ModelCard,
     SamplingParams,
     StopConditions,
@@ -45,6 +48,7 @@ from dynamo_mono.hookspecs import (
 )
 from dynamo_mono.media.contract import MediaFile, MediaGenerator, MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.media.encode import EncodeError, encode_audio, encode_image, encode_images, encode_video, output_formats
+from dynamo_mono.media.tokens import collapse_placeholders, item_tokens, qwen2_vl_media_tokens
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch
 from dynamo_mono.parsers.base import (
     ParsedDelta,
@@ -134,6 +138,13 @@ __all__ = [
     "SamplingParams",
     "StopConditions",
     "TokenLogprob",
+    # media input of chat models: the typed items of a request and how a card says they become tokens
+    "MEDIA_INPUT_KINDS",
+    "MediaItem",
+    "MediaTokens",
+    "item_tokens",
+    "collapse_placeholders",
+    "qwen2_vl_media_tokens",
     # KV events
     "KvEventSink",
     "KvEventBatch",
@@ -142,6 +153,7 @@ __all__ = [
     "BlockRemoved",
     "AllBlocksCleared",
     "block_hashes",
+    "MediaSpan",
     # transports
     "KvTransport",
     "KvTransferError",

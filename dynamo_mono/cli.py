@@ -43,6 +43,15 @@ def serve_options(plugins: Plugins, engine: str = "mocker") -> list[Option]:
     return dedupe([*CORE_OPTIONS, *ROUTER_OPTIONS, *frontend_options(plugins), *engine_options(plugins, engine)])
 
 
+def option_clashes(plugins: Plugins, engine: str) -> list[str]:
+    """Flags of `engine` that a server option of the same name would shadow (the engine's would never be read)."""
+    from dynamo_mono.options import CORE_OPTIONS
+    from dynamo_mono.router.options import ROUTER_OPTIONS
+
+    server = {o.name: o for o in [*CORE_OPTIONS, *ROUTER_OPTIONS, *frontend_options(plugins)]}
+    return [o.flag for o in engine_options(plugins, engine) if o.name in server and server[o.name] != o]
+
+
 def _passthrough_allowed(plugins: Plugins, engine: str) -> bool:
     try:
         return plugins.get("engine", engine).passthrough_args
@@ -55,6 +64,10 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser, extra: 
     options = serve_options(plugins, engine)
     cli = {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)}
     try:
+        clashes = option_clashes(plugins, engine)
+        if clashes:
+            raise ConfigError(f"engine {engine!r} registers {', '.join(clashes)}, which the server already has: the "
+                              "plugin must rename them")
         settings = resolve(options, cli, extra_args=extra)
         if extra and not _passthrough_allowed(plugins, settings.engine):
             raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")

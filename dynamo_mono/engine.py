@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+
+import numpy as np
 
 from dynamo_mono.kv_events import KvEventBatch
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # An engine instance is addressed everywhere (routing, indexing, load, metrics) by this pair.
 InstanceKey = tuple[int, int]  # (worker_id, dp_rank)
@@ -74,10 +73,13 @@ class MediaLimits:
     max_frames: int = 0
     default_fps: int = 0
     max_fps: int = 0
+    frames_step: int = 1  # num_frames - 1 must be a multiple of this (Wan-class models: 4, i.e. 4k + 1 frames)
     input_reference: bool = False  # takes an image to start from (image-to-video)
+    input_reference_required: bool = False  # makes video only from an image (input_reference must be given)
     # audio
     sample_rate: int = 0
     default_seconds: float = 0.0  # 0: the duration follows the input text's length
+    min_seconds: float = 0.0
     max_seconds: float = 0.0
     voices: tuple[str, ...] = ()  # accepted `voice` values; the first is the default
     speed: bool = False  # acts on `speed` (0.25-4.0)
@@ -108,7 +110,7 @@ class MediaItem:
     of token_ids that stand for it. The arrays are read-only and may be shared between requests (cache)."""
 
     kind: str  # "image" | "video" | "audio"
-    data: "np.ndarray"  # image (H, W, 3) uint8; video (T, H, W, 3) uint8; audio (S,) float32 mono
+    data: np.ndarray  # image (H, W, 3) uint8; video (T, H, W, 3) uint8; audio (S,) float32 mono
     uuid: str  # 64 hex digits (SHA-256 of the encoded bytes, + sampling options for video): key engine caches by it
     content_hash: int  # u64 (the uuid's first 16 hex digits): mixed into the block hashes its placeholders cover
     start: int  # index in token_ids of its first placeholder token
@@ -130,8 +132,7 @@ class EngineRequest:
     worker_id: int | None = None  # routing hint / pin
     dp_rank: int | None = None  # routing hint; set by the pool to the rank it chose before dispatch
     block_hashes: list[int] | None = None  # chained block hashes of token_ids, computed once
-    multimodal: list[dict] = field(default_factory=list)  # content parts of media the card declares it takes
-    media: list[MediaItem] = field(default_factory=list)  # media of the prompt, in order (card.modalities only)
+    media: list[MediaItem] = field(default_factory=list)  # media of the prompt, in placeholder order
     annotations: list[str] = field(default_factory=list)
     expected_output_tokens: int | None = None  # client's output-length hint (nvext.agent_hints.osl), for routing
     tools: list[dict] | None = None  # carried for engines / mockers that need them
@@ -187,7 +188,7 @@ class EmbeddingRequest:
 class EmbeddingOutput:
     """What `embed()` returns: row i of `embeddings` is the unit-norm vector of input i."""
 
-    embeddings: "np.ndarray"  # float32, shape (len(request.token_ids), dimensions or card.embedding_dim)
+    embeddings: np.ndarray  # float32, shape (len(request.token_ids), dimensions or card.embedding_dim)
     prompt_tokens: int  # tokens embedded (the sum over the inputs)
 
 
@@ -198,6 +199,48 @@ class EngineError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+# Media a chat model may take as input (content parts); "text" is always taken.
+MEDIA_INPUT_KINDS = ("image", "video", "audio")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTokens:
+    """How a chat model takes one medium as input (its card's `media_input[kind]`): the placeholder token its chat
+    template emits once per item, and how many copies of it an item becomes in the prompt. The server expands each
+    placeholder (media/tokens.py), so usage, the context check and the KV block hashes count what the model computes.
+
+    Images, and each group of video frames, count like Qwen2-VL's image processor: the size is rounded to multiples
+    of patch_size x merge_size within [min_pixels, max_pixels] keeping the aspect ratio, and every merge_size^2
+    patches of patch_size^2 pixels make one token. `fixed_tokens` > 0 gives every image (every frame group) that
+    many tokens instead, whatever its size (LLaVA-1.5: 576). Video: frames are grouped by temporal_patch_size
+    (the last group padded), each group costing one image of the frame size. Audio: `tokens_per_second` of
+    audio (Whisper-style encoders pooled to 25 a second), at least one token.
+    """
+
+    token_id: int  # the placeholder token id (e.g. <|image_pad|>)
+    token: str  # its text: what the server inserts for templates that do not render media parts themselves
+    patch_size: int = 14
+    merge_size: int = 2
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 1280
+    fixed_tokens: int = 0
+    temporal_patch_size: int = 2
+    tokens_per_second: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.token_id < 0 or not self.token:
+            raise ValueError(f"a media placeholder needs a token id >= 0 and its text, not {self.token_id!r} "
+                             f"{self.token!r}")
+        for name in ("patch_size", "merge_size", "min_pixels", "max_pixels", "temporal_patch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MediaTokens.{name} must be >= 1, not {getattr(self, name)}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"MediaTokens.min_pixels ({self.min_pixels}) must not exceed max_pixels "
+                             f"({self.max_pixels})")
+        if self.fixed_tokens < 0 or not self.tokens_per_second > 0:
+            raise ValueError("MediaTokens.fixed_tokens must be >= 0 and tokens_per_second > 0")
 
 
 @dataclass(slots=True)
@@ -219,7 +262,9 @@ class ModelCard:
     priority_higher_is_urgent: bool = False  # SGLang default; vLLM: lower is more urgent
     supports_logprobs: bool = True
     kv_events: bool = False  # publishes KV events (else the router uses approximate mode)
-    modalities: list[str] = field(default_factory=lambda: ["text"])
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # input media it takes (chat models)
+    # How each medium of `modalities` other than text becomes placeholder tokens (one entry per such medium).
+    media_input: dict[str, MediaTokens] = field(default_factory=dict)
     # Disaggregated serving: "agg" (whole requests), "prefill" (prompt + first token, KV exported) or "decode".
     disaggregation_mode: str = "agg"
     kv_endpoint: KvEndpoint | None = None  # a prefill instance's KV transport endpoint
@@ -241,6 +286,15 @@ class ModelCard:
             raise ValueError(f"a {self.kind} instance's card needs media=MediaLimits(...), not {self.media!r}")
         if self.kind == "embedding" and (not isinstance(self.embedding_dim, int) or self.embedding_dim < 1):
             raise ValueError(f"an embedding instance's card needs embedding_dim >= 1, not {self.embedding_dim!r}")
+        for medium in self.modalities:
+            if medium != "text" and medium not in MEDIA_INPUT_KINDS:
+                raise ValueError(f"modality {medium!r} is not one of text, {', '.join(MEDIA_INPUT_KINDS)}")
+            if medium != "text" and medium not in self.media_input:
+                raise ValueError(f"the card lists {medium} input in modalities but gives no media_input[{medium!r}] "
+                                 "(MediaTokens: its placeholder token and how many tokens an item takes)")
+        for medium in self.media_input:
+            if medium not in self.modalities:
+                raise ValueError(f"media_input[{medium!r}] is given but {medium} is not in modalities")
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -259,6 +313,10 @@ class LoadMetrics:
     kv_total_blocks: int = 0
     prefix_hit_rate: float = 0.0
     preemptions: int = 0
+    # Encoder-output (multimodal embedding) cache of engines that keep one: lookups of media items so far.
+    embedding_cache_hits: int = 0
+    embedding_cache_misses: int = 0
+    embedding_cache_bytes: int = 0
 
 
 KvEventSink = Callable[[KvEventBatch], None]

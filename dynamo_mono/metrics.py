@@ -61,6 +61,17 @@ class FrontendMetrics:
                                      ["model"], registry=r)
         self.media_stored_bytes = Gauge(P + "media_stored_bytes", "Bytes of generated media kept for URLs",
                                         registry=r)
+        # media input of chat requests (fetched, decoded, cached; server-wide)
+        self.media_cache_hits = Counter(P + "media_cache_hits_total", "Media items of chat requests served from the "
+                                        "decoded-media cache", ["kind"], registry=r)
+        self.media_cache_misses = Counter(P + "media_cache_misses_total", "Media items of chat requests decoded "
+                                          "(not in the decoded-media cache)", ["kind"], registry=r)
+        self.media_cache_bytes = Gauge(P + "media_cache_bytes", "Bytes of decoded media held by the cache",
+                                       registry=r)
+        self.media_fetch = Histogram(P + "media_fetch_seconds", "Time to fetch one media item of a chat request "
+                                     "(data: URLs included)", ["kind"], buckets=_LAT, registry=r)
+        self.media_decode = Histogram(P + "media_decode_seconds", "Time to hash, look up and (on a miss) decode "
+                                      "one media item of a chat request", ["kind"], buckets=_LAT, registry=r)
         # model gauges
         g = lambda name, doc: Gauge(P + "model_" + name, doc, ["model"], registry=r)  # noqa: E731
         self.model_context_length = g("context_length", "Context length of the model")
@@ -80,6 +91,15 @@ class FrontendMetrics:
         self.engine_hit_rate = Gauge("dynamo_engine_prefix_cache_hit_rate", "Prefix cache hit rate", lbl,
                                      registry=r)
         self.engine_preemptions = Gauge("dynamo_engine_preemptions", "Preemptions so far", lbl, registry=r)
+        # Encoder-output (multimodal embedding) caches of engines: Dynamo's names. Gauges set from the engines'
+        # cumulative counts (as the other engine series), so the exposed names are exactly Dynamo's.
+        self.embedding_cache_hits = Gauge("dynamo_component_embedding_cache_hits_total",
+                                          "Media items whose encoder output was found in the engine's cache", lbl,
+                                          registry=r)
+        self.embedding_cache_misses = Gauge("dynamo_component_embedding_cache_misses_total",
+                                            "Media items the engine had to encode", lbl, registry=r)
+        self.embedding_cache_bytes = Gauge("dynamo_component_embedding_cache_current_bytes",
+                                           "Bytes of encoder outputs the engine's cache holds", lbl, registry=r)
 
     def model(self, name: str) -> "ModelMetrics":
         """One model's series (see ModelMetrics)."""

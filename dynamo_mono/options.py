@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dynamo_mono.media.fetch_options import MEDIA_FETCH_OPTIONS
+from dynamo_mono.media.input_options import MEDIA_INPUT_OPTIONS
 from dynamo_mono.config import Option
 from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
@@ -114,4 +115,5 @@ CONFIG_OPTIONS = [
 ]
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
-                              *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *MEDIA_FETCH_OPTIONS, *SERVER_WORKER_OPTIONS]
+                              *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *MEDIA_FETCH_OPTIONS, *MEDIA_INPUT_OPTIONS,
+                              *SERVER_WORKER_OPTIONS]

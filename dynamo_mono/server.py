@@ -21,6 +21,7 @@ from dynamo_mono.http.tls import server_ssl_context
 from dynamo_mono.media.fetch import FetchPolicy, MediaFetcher
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
+from dynamo_mono.serving.media_input import MediaInput
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.models import admission_queue, new_served_model, set_model_gauges
@@ -55,9 +56,11 @@ def model_specs(settings: Settings, plugins: Any) -> list[ModelSpec]:
 async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] | None = None) -> ServerState:
     """Load every configured model and start its local engine instances; ConfigError on bad configuration."""
     specs = model_specs(settings, plugins) if specs is None else specs
-    state = ServerState(settings=settings, metrics=FrontendMetrics(), plugins=plugins,
+    fetcher = MediaFetcher(FetchPolicy.from_settings(settings))
+    metrics = FrontendMetrics()
+    state = ServerState(settings=settings, metrics=metrics, plugins=plugins,
                         admission=admission_queue(settings, settings.max_inflight_requests, "server"),
-                        media_fetcher=MediaFetcher(FetchPolicy.from_settings(settings)))
+                        media_fetcher=fetcher, media_input=MediaInput.from_settings(settings, fetcher, metrics))
     try:
         for spec in specs:
             await add_configured_model(state, spec)

@@ -52,13 +52,15 @@ def check_bytes(buf: bytearray | memoryview, hashes: list[int], bytes_per_block:
     return bool(np.array_equal(heads, np.array(hashes, dtype=np.uint64)))
 
 
-def import_blocks(kv: KvManager, hashes: list[int], tokens: list[int]) -> int:
-    """Enter pulled blocks into the prefix cache (unreferenced, so the next request hits them); count entered."""
+def import_blocks(kv: KvManager, hashes: list[int], tokens: list[int],
+                  media: dict[int, list[int]] | None = None) -> int:
+    """Enter pulled blocks into the prefix cache (unreferenced, so the next request hits them); count entered.
+    `media`: block index -> media content hashes mixed into its hash."""
     hit = kv.match_prefix(hashes, len(hashes))
     blocks: list[int] = []
     if not kv.allocate(blocks, len(hashes) - len(hit), hit_blocks=hit):
         return 0
-    kv.commit(blocks, hashes, tokens, len(hit), len(hashes))
+    kv.commit(blocks, hashes, tokens, len(hit), len(hashes), media)
     kv.free_blocks(blocks)
     return len(hashes)
 

@@ -20,15 +20,18 @@ from dynamo_mono.engine import (
     KvEventSink,
     KvTransferParams,
     LoadMetrics,
+    MediaItem,
     ModelCard,
     TokenLogprob,
 )
-from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.block_hash import MediaSpan, block_hashes, block_media
 from dynamo_mono.kv_events import KvEventBatch
 from mocker.disagg import DisaggAgent, import_blocks
 from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
 from mocker.embedding import EmbedScheduler, HashedEmbedder
+from mocker.encoder import EncoderCache, MediaEncoder
+from mocker.media_input import media_input
 from mocker.options import CHAT_ONLY_OPTIONS, EMBEDDING_ONLY_OPTIONS, MOCKER_OPTIONS
 from mocker.outputs import (
     ordinary_token_ids,
@@ -129,6 +132,13 @@ class MockerEngine:
         if instances is not None and self.instance_id not in instances:
             fail_after = None
         self.faults = InstanceFaults(float(opts["mocker_crash_duration"]), fail_after)
+        self.modalities, self.media_input = media_input(opts, self.tokenizer, self.kind)
+        self.encoders: list[MediaEncoder | None] = [
+            MediaEncoder(float(opts["mocker_encoder_ms_per_token"]),
+                         EncoderCache(int(float(opts["multimodal_embedding_cache_capacity_gb"]) * 1024 ** 3)))
+            if self.media_input else None
+            for _ in range(self.dp_size)
+        ]
         self.ranks: list[Scheduler] = [
             Scheduler(
                 KvManager(self.num_blocks, self.block_size, enable_prefix_caching=self.prefix_caching, dp_rank=r),
@@ -136,6 +146,7 @@ class MockerEngine:
                 max_num_batched_tokens=opts["max_num_batched_tokens"],
                 enable_chunked_prefill=self.chunked,
                 watermark=float(opts["watermark"]),
+                encoder=self.encoders[r],
             )
             for r in range(self.dp_size)
         ]
@@ -204,6 +215,8 @@ class MockerEngine:
             disaggregation_mode=self.opts["disaggregation_mode"],
             kv_endpoint=self.disagg.advertised_endpoint() if self.disagg is not None else None,
             kind=self.kind,
+            modalities=list(self.modalities),
+            media_input=dict(self.media_input),
             embedding_dim=self.opts["embedding_dim"] if embedding else None,
             matryoshka=embedding and bool(self.opts["embedding_matryoshka"]),
         )
@@ -228,12 +241,17 @@ class MockerEngine:
         if self.embedders:
             return [LoadMetrics(dp_rank=r, running=e.running, waiting=e.waiting, kv_total_blocks=self.num_blocks)
                     for r, e in enumerate(self.embedders)]
-        return [
-            LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
-                        kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
-                        prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions)
-            for r, s in enumerate(self.ranks)
-        ]
+        out = []
+        for r, s in enumerate(self.ranks):
+            lm = LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
+                             kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
+                             prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions)
+            enc = self.encoders[r]
+            if enc is not None:
+                lm.embedding_cache_hits, lm.embedding_cache_misses = enc.hits, enc.misses
+                lm.embedding_cache_bytes = enc.cache.bytes
+            out.append(lm)
+        return out
 
     def _flush(self, rank: int) -> None:
         events = self.ranks[rank].kv.take_events()
@@ -289,6 +307,11 @@ class MockerEngine:
         n = len(request.token_ids)
         if n == 0:
             return "mocker: empty prompt"
+        for item in request.media:
+            if item.kind not in self.media_input:
+                return f"mocker: this model does not take {item.kind} input"
+            if item.start < 0 or item.start + item.length > n:
+                return f"mocker: a {item.kind} item's placeholder range is outside the prompt"
         if self.args.max_model_len and n >= self.args.max_model_len + 1:
             return f"mocker: prompt of {n} tokens exceeds max model len {self.args.max_model_len}"
         if (n + self.block_size) // self.block_size > self.num_blocks:
@@ -377,7 +400,7 @@ class MockerEngine:
         seed = request_seed(request, original)
         transfer = request.kv_transfer
         if transfer is not None and self.disagg is not None and self.prefix_caching:
-            await self._pull_kv(rank, transfer, original)
+            await self._pull_kv(rank, transfer, original, request.media)
         fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
         self._arrival += 1
         seq = Sequence(
@@ -447,13 +470,15 @@ class MockerEngine:
                 if not lst:
                     del self.requests[seq.rid]
 
-    async def _pull_kv(self, rank: int, transfer: KvTransferParams, prompt: list[int]) -> None:
+    async def _pull_kv(self, rank: int, transfer: KvTransferParams, prompt: list[int],
+                       media: list[MediaItem]) -> None:
         """Decode side of disaggregation: pull the prompt's blocks and enter them into the prefix cache."""
         n = min(transfer.num_blocks, len(prompt) // self.block_size)
-        hashes = block_hashes(prompt[:n * self.block_size], self.block_size)
+        spans = [MediaSpan(m.content_hash, m.start, m.length) for m in media]
+        hashes = block_hashes(prompt[:n * self.block_size], self.block_size, media=spans)
         if await self.disagg.pull(transfer, hashes):
             kv = self.ranks[rank].kv
-            import_blocks(kv, hashes, prompt[:n * self.block_size])
+            import_blocks(kv, hashes, prompt[:n * self.block_size], block_media(n, self.block_size, spans))
             self._flush(rank)
 
     def _logprobs(self, toks: list[int], pos0: int, seed: int, n_top: int) -> list[TokenLogprob]:
@@ -494,7 +519,8 @@ class MockerEngine:
                     now = time.perf_counter()
                     if deadline < now - _CATCH_UP_S:
                         deadline = now
-                    deadline += perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) / 1000.0 / speed
+                    step_ms = perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) + plan.encoder_ms
+                    deadline += step_ms / 1000.0 / speed
                     await asyncio.sleep(max(0.0, deadline - now))
                 else:
                     await asyncio.sleep(0)

@@ -43,6 +43,7 @@ class KvManager:
         self.blk_hash: list[int | None] = [None] * num_blocks
         self.blk_parent: list[int | None] = [None] * num_blocks
         self.blk_tokens: list[list[int] | None] = [None] * num_blocks
+        self.blk_media: list[list[int] | None] = [None] * num_blocks  # media content hashes mixed into the hash
         self.cached: dict[int, int] = {}  # block hash -> block id
         # Insertion-ordered free queue: first key = next block handed out (LRU head).
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
@@ -109,6 +110,7 @@ class KvManager:
                 blk_hash[b] = None
                 self.blk_tokens[b] = None
                 self.blk_parent[b] = None
+                self.blk_media[b] = None
                 del self.cached[h]
                 self.cached_free -= 1
                 if evicted is None:
@@ -152,8 +154,10 @@ class KvManager:
         if released:
             self._trace("free", released)
 
-    def commit(self, blocks: list[int], hashes: list[int], tokens: list[int], start: int, end: int) -> None:
-        """Register full blocks start..end-1 of a sequence in the prefix cache (BlockStored for new ones)."""
+    def commit(self, blocks: list[int], hashes: list[int], tokens: list[int], start: int, end: int,
+               media: dict[int, list[int]] | None = None) -> None:
+        """Register full blocks start..end-1 of a sequence in the prefix cache (BlockStored for new ones);
+        `media` maps a block index to the media content hashes mixed into its hash (block_hash.block_media)."""
         if not self.enable_prefix_caching:
             return
         bs = self.block_size
@@ -172,12 +176,20 @@ class KvManager:
             blk_hash[b] = h
             self.blk_parent[b] = parent
             self.blk_tokens[b] = toks
+            mm = media.get(i) if media else None
+            self.blk_media[b] = mm
             if ev is None:
                 ev = BlockStored([h], parent, list(toks), bs)
+                if mm:
+                    ev.media_hashes = [list(mm)]
                 self.events.append(ev)
             else:
                 ev.block_hashes.append(h)
                 ev.token_ids.extend(toks)
+                if mm or ev.media_hashes:
+                    if not ev.media_hashes:
+                        ev.media_hashes = [[] for _ in range(len(ev.block_hashes) - 1)]
+                    ev.media_hashes.append(list(mm or ()))
 
     def clear(self) -> None:
         """Forget everything (instance crash): all blocks free, cache empty, one AllBlocksCleared event."""
@@ -186,6 +198,7 @@ class KvManager:
         self.blk_hash = [None] * n
         self.blk_parent = [None] * n
         self.blk_tokens = [None] * n
+        self.blk_media = [None] * n
         self.cached.clear()
         self.free = OrderedDict.fromkeys(range(n))
         self.cached_free = 0
@@ -210,7 +223,9 @@ class KvManager:
                 cur = self.blk_parent[cached[cur]]
             for x in reversed(chain):
                 b = cached[x]
-                out.append(BlockStored([x], self.blk_parent[b], list(self.blk_tokens[b] or ()), self.block_size))
+                mm = self.blk_media[b]
+                out.append(BlockStored([x], self.blk_parent[b], list(self.blk_tokens[b] or ()), self.block_size,
+                                       media_hashes=[list(mm)] if mm else []))
         return out
 
     def _trace(self, event: str, block_ids: list[int]) -> None:

@@ -6,6 +6,48 @@ from dynamo_mono.config import Option
 from mocker.disagg import DISAGG_OPTIONS
 
 _G = "engine: mocker"
+_MI = _G
+
+# Media input of the mocker's chat models (--mocker-input-modalities): the placeholder tokens (defaults: the
+# embedded tiny ChatML's, whose template renders image / video / audio parts), how many an item takes (Qwen2-VL's
+# image processor arithmetic) and what encoding costs.
+MEDIA_INPUT_OPTIONS: list[Option] = [
+    Option("mocker_input_modalities", str, "text",
+           "input media the model takes: comma-separated from text,image,video,audio (text is always taken); "
+           "content parts of other media are refused with a 400", _MI, metavar="LIST"),
+    Option("mocker_image_token", str, "<|image_pad|>",
+           "placeholder token the chat template emits once per image (expanded to the image's token count)", _MI),
+    Option("mocker_video_token", str, "<|video_pad|>", "placeholder token of a video", _MI),
+    Option("mocker_audio_token", str, "<|audio_pad|>", "placeholder token of an audio clip", _MI),
+    Option("mocker_patch_size", int, 14, "images and video frames: pixels per patch side", _MI, min=1),
+    Option("mocker_merge_size", int, 2, "images and video frames: patches merged per side into one token", _MI,
+           min=1),
+    Option("mocker_min_pixels", int, 56 * 56, "images and video frames are scaled up to at least this many pixels",
+           _MI, min=1),
+    Option("mocker_max_pixels", int, 28 * 28 * 1280,
+           "images and video frames are scaled down to at most this many pixels (Qwen2-VL: 1280 tokens)", _MI, min=1),
+    Option("mocker_audio_tokens_per_second", float, 25.0, "audio: placeholder tokens per second of audio", _MI,
+           min=0, min_exclusive=True),
+    Option("mocker_encoder_ms_per_token", float, 0.015,
+           "simulated encoder time per placeholder token of an item (an image of 1280 tokens: ~19 ms), charged "
+           "in the step whose prefill chunk first reaches the item unless its output is cached", _MI, min=0.0),
+    Option("multimodal_embedding_cache_capacity_gb", float, 0.0,
+           "GiB of encoder outputs kept per dp rank, by media uuid (an item of N placeholder tokens takes "
+           "N x 7 KiB); a hit skips the encoder time. 0 = no cache", _MI, min=0.0),
+]
+# Options that describe one medium: a non-default value needs that medium in --mocker-input-modalities.
+MEDIA_INPUT_MEDIUM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mocker_image_token": ("image",),
+    "mocker_video_token": ("video",),
+    "mocker_audio_token": ("audio",),
+    "mocker_patch_size": ("image", "video"),
+    "mocker_merge_size": ("image", "video"),
+    "mocker_min_pixels": ("image", "video"),
+    "mocker_max_pixels": ("image", "video"),
+    "mocker_audio_tokens_per_second": ("audio",),
+    "mocker_encoder_ms_per_token": ("image", "video", "audio"),
+    "multimodal_embedding_cache_capacity_gb": ("image", "video", "audio"),
+}
 
 MOCKER_OPTIONS: list[Option] = [
     Option("num_gpu_blocks_override", int, 16384, "KV cache size in blocks per dp rank", _G, min=1),
@@ -28,6 +70,7 @@ MOCKER_OPTIONS: list[Option] = [
            "comma-separated instance ids that --mocker-fail-after applies to (default all)", _G),
     Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
     *DISAGG_OPTIONS,
+    *MEDIA_INPUT_OPTIONS,
     Option("embedding_dim", int, 384, "embedding models (--model-kind embedding): length of the vectors", _G, min=1),
     Option("embedding_matryoshka", bool, True,
            "embedding models: allow the `dimensions` request field (truncate + renormalise)", _G),
@@ -37,7 +80,7 @@ MOCKER_OPTIONS: list[Option] = [
 EMBEDDING_ONLY_OPTIONS = ("embedding_dim", "embedding_matryoshka")
 CHAT_ONLY_OPTIONS = ("enable_prefix_caching", "enable_chunked_prefill", "watermark", "mocker_output",
                      "mocker_fail_after", "mocker_fault_instances", "mocker_crash_duration",
-                     *(o.name for o in DISAGG_OPTIONS))
+                     *(o.name for o in DISAGG_OPTIONS), *(o.name for o in MEDIA_INPUT_OPTIONS))
 
 _M = "media: mocker"
 _SHARED = {o.name: o for o in MOCKER_OPTIONS if o.name in ("speedup_ratio", "startup_time")}

@@ -14,6 +14,7 @@ import heapq
 from bisect import insort
 from dataclasses import dataclass, field
 
+from mocker.encoder import MediaEncoder
 from mocker.kv_manager import KvManager
 from mocker.sequence import FINISHED, RUNNING, WAITING, Sequence
 
@@ -31,14 +32,17 @@ class StepPlan:
     prefill: list[tuple[int, int, float]] = field(default_factory=list)  # (new tokens, context, slowdown)
     decode_seqs: int = 0
     decode_kv_tokens: int = 0
+    encoder_ms: float = 0.0  # media encoder work of this step's prefill chunks
 
 
 class Scheduler:
     """Waiting heap + running list over one KvManager; schedule() then complete() once per step."""
 
     def __init__(self, kv: KvManager, *, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
-                 enable_chunked_prefill: bool = True, watermark: float = 0.01) -> None:
+                 enable_chunked_prefill: bool = True, watermark: float = 0.01,
+                 encoder: MediaEncoder | None = None) -> None:
         self.kv = kv
+        self.encoder = encoder
         self.block_size = kv.block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -92,6 +96,7 @@ class Scheduler:
         self.kv.free_blocks(seq.blocks)
         seq.num_computed = 0
         seq.num_cached_blocks = 0
+        seq.encoded.clear()  # recomputed from scratch: its media are encoded again (unless cached)
         self.preemptions += 1
         self.add(seq)
 
@@ -142,6 +147,8 @@ class Scheduler:
                 decode_kv += computed + 1
             else:
                 plan.prefill.append((n, computed, seq.slow_prefill))
+                if self.encoder is not None and seq.request.media:
+                    plan.encoder_ms += self.encoder.charge(seq, computed, computed + n)
             i += 1
         if not preempted:
             self._admit(plan, budget, failed)
@@ -196,6 +203,8 @@ class Scheduler:
             plan.seqs.append(seq)
             plan.nums.append(n)
             plan.prefill.append((n, computed, seq.slow_prefill))
+            if self.encoder is not None and seq.request.media:
+                plan.encoder_ms += self.encoder.charge(seq, computed, computed + n)
             budget -= n
 
     def complete(self, plan: StepPlan) -> int:
@@ -212,7 +221,8 @@ class Scheduler:
             c = seq.num_computed = seq.num_computed + n
             if caching and c >= (seq.num_cached_blocks + 1) * bs:
                 full = c // bs
-                kv.commit(seq.blocks, seq.ensure_hashes(full, bs), seq.tokens, seq.num_cached_blocks, full)
+                kv.commit(seq.blocks, seq.ensure_hashes(full, bs), seq.tokens, seq.num_cached_blocks, full,
+                          seq.media)
                 seq.num_cached_blocks = full
             if c < len(seq.tokens):
                 continue  # a prefill chunk that did not reach the end of the prompt

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 
-from dynamo_mono.block_hash import block_hash, block_hashes
+from dynamo_mono.block_hash import MediaSpan, block_hash, block_hashes, block_media
 from dynamo_mono.engine import EngineRequest
 from mocker.outputs import TokenSource
 
@@ -21,6 +21,7 @@ class Sequence:
         "pos", "generated", "max_tokens", "min_tokens", "priority", "arrival", "source", "stop_ids",
         "eos_id", "eos_pos", "pending", "pending_pos", "finish", "stop_token_id", "error", "waiter",
         "cached_tokens", "status", "fail_after", "slow_prefill", "dp_rank", "first_sent", "logprobs",
+        "media", "encoded",
     )
 
     def __init__(self, request: EngineRequest, source: TokenSource, *, block_size: int, prefix_caching: bool,
@@ -30,13 +31,19 @@ class Sequence:
         self.rid = request.request_id
         self.tokens = array("I", request.token_ids)  # 4 bytes a token, not a list of int objects
         self.prompt_len = len(self.tokens)
+        # block index -> content hashes of the media whose placeholders it holds (mixed into its hash)
+        self.media: dict[int, list[int]] = {}
+        self.encoded: set[int] = set()  # indexes of request.media this sequence's encoder work has covered
+        spans = [MediaSpan(m.content_hash, m.start, m.length) for m in request.media]
+        if spans:
+            self.media = block_media((self.prompt_len + block_size - 1) // block_size, block_size, spans)
         given = request.block_hashes  # the frontend's, when it hashed with this block size
         if not prefix_caching:
             self.hashes: list[int] = []
         elif given is not None and len(given) == self.prompt_len // block_size:
             self.hashes = list(given)
         else:
-            self.hashes = block_hashes(self.tokens, block_size)
+            self.hashes = block_hashes(self.tokens, block_size, media=spans)
         self.blocks: list[int] = []
         self.num_computed = 0
         self.num_cached_blocks = 0
@@ -79,9 +86,11 @@ class Sequence:
         """Extend self.hashes to cover the first n_full full blocks of self.tokens."""
         hashes = self.hashes
         tokens = self.tokens
+        media = self.media
         while len(hashes) < n_full:
             i = len(hashes)
-            hashes.append(block_hash(hashes[-1] if i else None, tokens[i * block_size:(i + 1) * block_size]))
+            hashes.append(block_hash(hashes[-1] if i else None, tokens[i * block_size:(i + 1) * block_size],
+                                     media.get(i, ()) if media else ()))
         return hashes
 
     def advance(self) -> bool:

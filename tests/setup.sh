@@ -19,3 +19,5 @@ PYTHON="$PY" bash plugins/vllm/install-cpu.sh
 # the few modules tritonclient.grpc imports.
 "$PY" -m pip install -q -e plugins/kserve
 "$PY" -m pip install -q --no-deps 'tritonclient==2.73.0' 'python-rapidjson' 'ml-dtypes<=0.5.4'
+# The diffusers media generator and its tiny-pipeline tests (torch is the CPU wheel above; pip keeps it).
+"$PY" -m pip install -q 'diffusers==0.42.*' -e plugins/diffusers

@@ -92,3 +92,12 @@ def test_option_range_text() -> None:
     with pytest.raises(ConfigError, match="--x=2"):
         o.validate(2.0, "--x")
 
+
+
+def test_no_engine_option_is_shadowed_by_a_server_option() -> None:
+    from dynamo_mono.cli import option_clashes
+    from dynamo_mono.plugins import get_plugins
+
+    plugins = get_plugins()
+    assert {name: option_clashes(plugins, name) for name in plugins.backend_names()} == \
+        {name: [] for name in plugins.backend_names()}

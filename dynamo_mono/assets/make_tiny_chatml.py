@@ -18,6 +18,11 @@ SEED = 20240607
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Added but not special (kept by skip_special_tokens), as in Qwen2.5 / Qwen3.
 PLAIN_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+# Media placeholders with Qwen3-VL / Qwen3-Omni's names (special, as there): the template below emits
+# <|vision_start|><|image_pad|><|vision_end|> for an image part (video, audio alike), and the server expands each
+# *_pad token to as many tokens as the model card says the item takes (the mocker's --mocker-input-modalities).
+MEDIA_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|audio_start|>",
+                "<|audio_end|>", "<|audio_pad|>"]
 
 # Qwen2's pre-tokenizer split: contractions, letter runs, single digits, punctuation runs, newlines, spaces.
 QWEN2_SPLIT = (
@@ -37,6 +42,12 @@ CHAT_TEMPLATE = r"""{%- macro render_content(content) -%}
                 {{- part -}}
             {%- elif part is mapping and part.type == 'text' -%}
                 {{- part.text -}}
+            {%- elif part is mapping and part.type == 'image' -%}
+                {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
+            {%- elif part is mapping and part.type == 'video' -%}
+                {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}
+            {%- elif part is mapping and part.type == 'audio' -%}
+                {{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}
             {%- endif -%}
         {%- endfor -%}
     {%- else -%}
@@ -244,6 +255,7 @@ def build_tokenizer() -> Tokenizer:
     tok.train_from_iterator(corpus(), trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in PLAIN_ADDED_TOKENS])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in MEDIA_TOKENS])
     return tok
 
 
@@ -256,7 +268,8 @@ def build(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + PLAIN_ADDED_TOKENS}
+    added = SPECIAL_TOKENS + PLAIN_ADDED_TOKENS + MEDIA_TOKENS
+    ids = {t: tok.token_to_id(t) for t in added}
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     added_tokens_decoder = {
         str(ids[t]): {
@@ -265,9 +278,9 @@ def build(out_dir: str | Path) -> Path:
             "normalized": False,
             "rstrip": False,
             "single_word": False,
-            "special": t in SPECIAL_TOKENS,
+            "special": t not in PLAIN_ADDED_TOKENS,
         }
-        for t in SPECIAL_TOKENS + PLAIN_ADDED_TOKENS
+        for t in added
     }
     tokenizer_config = {
         "add_bos_token": False,

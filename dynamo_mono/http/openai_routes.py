@@ -85,7 +85,7 @@ async def _chat_generation(pipeline: ChatPipeline, model: ServedModel, req: Chat
         kwargs = {"reasoning_effort": req.reasoning_effort, **(kwargs or {})}
     prompt = await pipeline.prompt_for(model, messages, tools=tools, add_generation_prompt=req.add_generation_prompt,
                                        continue_final_message=req.continue_final_message, template_kwargs=kwargs,
-                                       documents=req.documents)
+                                       documents=req.documents, media_io_kwargs=req.media_io_kwargs)
     return pipeline.generation(model, prompt, params, rid, template_kwargs=kwargs)
 
 

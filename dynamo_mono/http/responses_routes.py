@@ -20,10 +20,11 @@ from dynamo_mono.http.responses_output import OutputAssembler, new_id
 from dynamo_mono.http.state import STATE, ServerState
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.protocol.responses_api import ChatForm, ResponsesRequest, dump_items, parse_request, to_chat
-from dynamo_mono.serving.chat import ChatPipeline, check_media
+from dynamo_mono.serving.chat import ChatPipeline
 from dynamo_mono.serving.choice import Step
 from dynamo_mono.serving.errors import InvalidRequest
 from dynamo_mono.serving.generation import Generation
+from dynamo_mono.serving.media_input import check_parts
 from dynamo_mono.serving.model import ServedModel
 from dynamo_mono.serving.params import GenParams
 from dynamo_mono.serving.responses_store import ResponsesStore, StoredResponse
@@ -171,10 +172,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     items = dump_items(req)
     history = _history(store, req.previous_response_id)
     chat = to_chat(req, history, items)
-    try:
-        check_media(model, chat.media)
-    except InvalidRequest as exc:
-        raise InvalidRequest(exc.message, param="input") from None
+    check_parts(model.pool.card(), model.name, chat.media, state.media_input.max_items)
     params = _gen_params(req, chat)
     pipeline = ChatPipeline(state)
     try:

@@ -25,6 +25,7 @@ class ServerState:
     models: dict[str, ServedModel] = field(default_factory=dict)
     admission: Any = None  # serving.admission.AdmissionQueue over all models
     media_fetcher: Any = None  # media.fetch.MediaFetcher: the guarded fetcher of client-named URLs
+    media_input: Any = None  # serving.media_input.MediaInput: fetch + decode + cache of chat requests' media
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0

@@ -81,6 +81,12 @@ def refresh_engine_gauges(state: ServerState) -> None:
                                                    if lm.kv_total_blocks else 0.0)
                 m.engine_hit_rate.labels(*lbl).set(lm.prefix_hit_rate)
                 m.engine_preemptions.labels(*lbl).set(lm.preemptions)
+                if inst.card.media_input:  # models that take media input: their encoder-output cache
+                    m.embedding_cache_hits.labels(*lbl).set(lm.embedding_cache_hits)
+                    m.embedding_cache_misses.labels(*lbl).set(lm.embedding_cache_misses)
+                    m.embedding_cache_bytes.labels(*lbl).set(lm.embedding_cache_bytes)
+    if state.media_input is not None:
+        m.media_cache_bytes.set(state.media_input.cache.bytes)
 
 
 async def openapi(request: web.Request) -> web.Response:

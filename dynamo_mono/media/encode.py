@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
@@ -120,14 +121,17 @@ def encode_video(frames: Sequence[Any] | np.ndarray, fps: int, fmt: str = "mp4",
         # One thread (an encode is one request's work, and the server runs requests side by side) and no
         # lookahead / sliced threads: with them x264's output can differ between runs of the same frames.
         stream.options = {"crf": str(crf), "preset": "veryfast",
-                          "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+                          "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:sync-lookahead=0"}
         stream.codec_context.thread_count = 1
-        for arr in arrays:
+        time_base = Fraction(1, int(fps))
+        for i, arr in enumerate(arrays):
             if arr.shape[:2] != (h, w):
                 raise EncodeError(f"every frame must be {w}x{h}, not {arr.shape[1]}x{arr.shape[0]}")
             if (ph, pw) != (h, w):
                 arr = np.pad(arr, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts, frame.time_base = i, time_base  # explicit timestamps: constant frame rate
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

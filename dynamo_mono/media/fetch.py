@@ -40,6 +40,7 @@ Source = Literal["data", "https", "http", "file"]
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _CHUNK = 64 * 1024
+_INLINE_DATA_URL = 64 * 1024  # data: URLs longer than this are decoded on a worker thread
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _USER_AGENT = "dynamo-mono media fetcher"
 
@@ -303,6 +304,8 @@ class MediaFetcher:
     async def _fetch(self, url: str) -> FetchedMedia:
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
         if scheme == "data":
+            if len(url) > _INLINE_DATA_URL:  # base64 runs at ~200 MB/s: a large one would stall the event loop
+                return await asyncio.to_thread(decode_data_url, url, self.policy.max_media_bytes)
             return decode_data_url(url, self.policy.max_media_bytes)
         if scheme == "file":
             return await self._fetch_file(url)

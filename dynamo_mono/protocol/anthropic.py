@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.media.parts import MediaPart
 
 MIN_THINKING_BUDGET = 1024  # Anthropic's documented lower bound for thinking.budget_tokens
 
@@ -281,22 +282,42 @@ def _text_of(blocks: list[TextBlockParam]) -> str:
     return "\n".join(b.text for b in blocks)
 
 
-def _image_part(block: ImageBlockParam | DocumentBlockParam) -> dict:
-    """An OpenAI-style media part; the chat pipeline refuses it (400) for a text-only model."""
+# Anthropic's accepted image types (base64 sources must name one).
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _media_part(block: ImageBlockParam | DocumentBlockParam, where: str) -> MediaPart:
+    """An image block as a MediaPart named `where` (e.g. messages.0.content.1); ApiError(400) on what this server
+    cannot take (documents, file ids) or a malformed source."""
+    if block.type != "image":
+        raise _bad(f"{where}: {block.type} blocks are not supported by this server", f"{where}.type")
     src = block.source
-    if src.get("type") == "base64":
-        url = f"data:{src.get('media_type', 'application/octet-stream')};base64,{src.get('data', '')}"
-    else:
-        url = str(src.get("url") or src.get("file_id") or "")
-    kind = "image_url" if block.type == "image" else "document"
-    return {"type": kind, kind: {"url": url}}
+    kind = src.get("type")
+    if kind == "base64":
+        media_type, data = src.get("media_type"), src.get("data")
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise _bad(f"{where}.source.media_type: must be one of {', '.join(IMAGE_MEDIA_TYPES)}, not "
+                       f"{media_type!r}", f"{where}.source.media_type")
+        if not isinstance(data, str) or not data:
+            raise _bad(f"{where}.source.data: base64 image data is required", f"{where}.source.data")
+        return MediaPart("image", f"data:{media_type};base64,{data}", where)
+    if kind == "url":
+        url = src.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise _bad(f"{where}.source.url: a URL is required", f"{where}.source.url")
+        return MediaPart("image", url, where)
+    if kind == "file":
+        raise _bad(f"{where}.source: file sources are not supported (this server has no Files API)",
+                   f"{where}.source.type")
+    raise _bad(f"{where}.source.type: must be 'base64' or 'url', not {kind!r}", f"{where}.source.type")
 
 
-def _tool_result_message(block: ToolResultBlockParam, name: str) -> dict:
+def _tool_result_message(block: ToolResultBlockParam, name: str, where: str) -> dict:
     content: Any = block.content
     if isinstance(content, list):
-        parts = [{"type": "text", "text": p.text} if p.type == "text" else _image_part(p) for p in content]
-        content = parts if any(p["type"] != "text" for p in parts) else "\n".join(p["text"] for p in parts)
+        parts = [{"type": "text", "text": p.text} if p.type == "text" else _media_part(p, f"{where}.content.{k}")
+                 for k, p in enumerate(content)]
+        content = _content(parts)
     elif content is None:
         content = ""
     if block.is_error:
@@ -441,20 +462,25 @@ def _user_messages(i: int, blocks: list, tool_names: dict[str, str]) -> list[dic
             if parts:
                 out.append(_user_message(parts))
                 parts = []
-            out.append(_tool_result_message(b, name))
+            out.append(_tool_result_message(b, name, f"messages.{i}.content.{j}"))
         elif b.type == "text":
             parts.append({"type": "text", "text": b.text})
         else:
-            parts.append(_image_part(b))
+            parts.append(_media_part(b, f"messages.{i}.content.{j}"))
     if parts:
         out.append(_user_message(parts))
     return out
 
 
-def _user_message(parts: list[dict]) -> dict:
-    if all(p["type"] == "text" for p in parts):
-        return {"role": "user", "content": "\n".join(p["text"] for p in parts)}
-    return {"role": "user", "content": parts}
+def _content(parts: list[dict | MediaPart]) -> str | list[dict | MediaPart]:
+    """Text parts joined into one string; with media, the parts (media as MediaParts) in order."""
+    if all(isinstance(p, dict) for p in parts):
+        return "\n".join(p["text"] for p in parts)  # type: ignore[index]
+    return parts
+
+
+def _user_message(parts: list[dict | MediaPart]) -> dict:
+    return {"role": "user", "content": _content(parts)}
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (AnthropicMessage, CountTokensResponse, AnthropicErrorResponse)

@@ -98,7 +98,8 @@ class Tool(BaseModel):
 
 
 class ContentPart(BaseModel):
-    """One part of a message's content; text is rendered, other types are carried as multimodal items."""
+    """One part of a message's content: text, or media (image_url, video_url, input_audio, audio_url) that the
+    chat pipeline checks, fetches and decodes (serving/media_input.py)."""
 
     model_config = ConfigDict(extra="allow")
     type: str
@@ -212,6 +213,9 @@ class ChatCompletionRequest(_Sampling):
     web_search_options: dict[str, Any] | None = None
     verbosity: str | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
+    # Decoder options of this request's media (vLLM / Dynamo): {"video": {"fps": 1.0, "max_frames": 16}}, within
+    # the server's limits.
+    media_io_kwargs: dict[str, Any] | None = None
 
     @field_validator("tool_choice")
     @classmethod

@@ -9,6 +9,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, S
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from dynamo_mono.media.parts import MediaPart
 from dynamo_mono.protocol.errors import ApiError, format_validation_error
 
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
@@ -410,7 +411,7 @@ class ChatForm:
     tool_choice: Any  # chat-format tool_choice
     template_kwargs: dict[str, Any] | None
     response_format: dict[str, Any] | None
-    media: list[dict] = field(default_factory=list)  # non-text parts of the conversation (model must accept them)
+    media: list[MediaPart] = field(default_factory=list)  # media parts of the conversation (in its messages too)
 
 
 def _bad_request(message: str, param: str) -> ApiError:
@@ -477,7 +478,7 @@ def _tools_and_choice(req: ResponsesRequest) -> tuple[list[dict] | None, Any]:
     return [t for t in tools if t["function"]["name"] in allowed], tc.mode
 
 
-def _chat_part(part: dict, param: str) -> dict:
+def _chat_part(part: dict, param: str) -> dict | MediaPart:
     kind = part["type"]
     if kind in ("input_text", "output_text"):
         return {"type": "text", "text": part["text"]}
@@ -487,25 +488,26 @@ def _chat_part(part: dict, param: str) -> dict:
     if part.get("file_id") is not None or not part.get("image_url"):
         raise _bad_request("input_image needs an 'image_url' (a URL or a data: URL); file ids are not supported "
                            "(this server has no Files API)", param)
-    return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")}}
+    return MediaPart("image", part["image_url"], param, part.get("detail", "auto"))
 
 
-def _chat_content(content: Any, param: str, media: list[dict]) -> Any:
+def _chat_content(content: Any, param: str, media: list[MediaPart]) -> Any:
     if isinstance(content, str):
         return content
     parts = [_chat_part(p, f"{param}.{j}") for j, p in enumerate(content)]
-    media.extend(p for p in parts if p["type"] != "text")
-    if all(p["type"] == "text" for p in parts):
-        return "\n".join(p["text"] for p in parts)
+    media.extend(p for p in parts if isinstance(p, MediaPart))
+    if all(isinstance(p, dict) for p in parts):
+        return "\n".join(p["text"] for p in parts)  # type: ignore[index]
     return parts
 
 
-def items_to_messages(items: list[dict], instructions: str | None, *, first: int = 0) -> tuple[list[dict], list[dict]]:
+def items_to_messages(items: list[dict], instructions: str | None, *,
+                      first: int = 0) -> tuple[list[dict], list[MediaPart]]:
     """Chat messages for Responses items (ApiError 400 on a function_call_output without its call), and the
     media parts they carry. Reasoning, assistant text and function calls of one turn become one assistant
     message. `first` is the index of the request's own first item (errors name `input[i]` from there)."""
     messages: list[dict] = []
-    media: list[dict] = []
+    media: list[MediaPart] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
     calls: dict[str, str] = {}  # call_id -> function name, of the function_call items so far

@@ -275,7 +275,14 @@ class KvIndexer:
             if parent is None:
                 self._drop(st, "BlockStored whose parent block is not indexed")
                 return
-        local = block_hashes(tokens, bs, parent)
+        if ev.media_hashes:
+            local = []
+            mm = ev.media_hashes
+            for b in range(len(hashes)):
+                parent = block_hash(parent, tokens[b * bs:(b + 1) * bs], mm[b] if b < len(mm) else ())
+                local.append(parent)
+        else:
+            local = block_hashes(tokens, bs, parent)
         ext2local = st.ext2local
         for e, h in zip(hashes, local):
             ext2local[e] = h
@@ -285,7 +292,8 @@ class KvIndexer:
         bs = self.block_size
         if len(ev.token_ids) < bs:
             return True
-        return block_hash(ev.parent_block_hash, ev.token_ids[:bs]) == ev.block_hashes[0]
+        media = ev.media_hashes[0] if ev.media_hashes else ()
+        return block_hash(ev.parent_block_hash, ev.token_ids[:bs], media) == ev.block_hashes[0]
 
     def _drop(self, st: _InstanceState, why: str) -> None:
         self.dropped_events += 1

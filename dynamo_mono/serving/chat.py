@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
+from dynamo_mono.engine import MediaItem, ModelCard
+from dynamo_mono.media.tokens import PlaceholderError, expand_placeholders, item_tokens
 from dynamo_mono.parsers.stream import build_output_parser
 from dynamo_mono.serving.errors import InvalidRequest
 from dynamo_mono.serving.choice import ChoiceState
+from dynamo_mono.serving.conversation import conversation
 from dynamo_mono.serving.generation import Generation
+from dynamo_mono.serving.media_input import LoadedMedia, check_parts
 from dynamo_mono.serving.model import Prompt, ServedModel
 from dynamo_mono.serving.params import GenParams, check_capabilities, check_limits, engine_requests
-
-
-# Content part type -> the input modality a model card must list to accept it.
-PART_MODALITY = {"image_url": "image", "image": "image", "input_image": "image", "video_url": "video",
-                 "input_audio": "audio", "audio_url": "audio"}
-
-
-def flatten_content(content: Any) -> tuple[Any, list[dict]]:
-    """Text parts joined by newlines (vLLM's 'string' content format); other parts become multimodal items."""
-    if not isinstance(content, list):
-        return content, []
-    texts: list[str] = []
-    media: list[dict] = []
-    for part in content:
-        if part.get("type") == "text":
-            texts.append(part.get("text") or "")
-        else:
-            media.append(part)
-    return "\n".join(texts), media
-
-
-def check_media(model: ServedModel, media: list[dict]) -> None:
-    """Every non-text part must be a medium the model's engine declares (it then receives the parts);
-    anything else is refused by name, never dropped."""
-    card = model.pool.card()
-    accepted = set(card.modalities) if card is not None else set()
-    for part in media:
-        kind = str(part.get("type"))
-        modality = PART_MODALITY.get(kind)
-        if modality is None:
-            raise InvalidRequest(f"unsupported content part type '{kind}'", param="messages")
-        if modality not in accepted:
-            raise InvalidRequest(f"model '{model.name}' does not accept {modality} input (content part '{kind}'); "
-                                 f"it accepts {sorted(accepted) or ['text']}", param="messages")
 
 
 def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
@@ -82,26 +53,49 @@ class ChatPipeline:
 
     async def prompt_for(self, model: ServedModel, messages: list[dict], *, tools: list[dict] | None,
                          add_generation_prompt: bool = True, continue_final_message: bool = False,
-                         template_kwargs: dict | None = None, documents: list[dict] | None = None) -> Prompt:
+                         template_kwargs: dict | None = None, documents: list[dict] | None = None,
+                         media_io_kwargs: dict | None = None) -> Prompt:
+        """Template + tokens (+ media: checked against the card, fetched, decoded, placeholders expanded)."""
         metrics = self.state.metrics
+        conv = conversation(messages)
+        card = model.pool.card()
+        loaded: list[LoadedMedia] = []
+        media_in = self.state.media_input
+        if conv.parts or media_io_kwargs is not None:
+            if conv.parts:
+                check_parts(card, model.name, conv.parts, media_in.max_items)
+            io = media_in.io_options(media_io_kwargs)
+            loaded = await media_in.load_all(conv.parts, io)
         t0 = time.perf_counter()
-        media: list[dict] = []
-        rendered_msgs = []
-        for m in messages:
-            content, items = flatten_content(m.get("content"))
-            media.extend(items)
-            rendered_msgs.append({**m, "content": content} if items or isinstance(m.get("content"), list) else m)
-        check_media(model, media)
-        text = model.render_chat(rendered_msgs, tools=tools, add_generation_prompt=add_generation_prompt,
-                                 continue_final_message=continue_final_message, template_kwargs=template_kwargs,
-                                 documents=documents)
+        render = functools.partial(model.render_chat, tools=tools, add_generation_prompt=add_generation_prompt,
+                                   continue_final_message=continue_final_message, template_kwargs=template_kwargs,
+                                   documents=documents)
+        text = render(conv.template_messages())
         t1 = time.perf_counter()
         ids = await model.tokenize(text)
         t2 = time.perf_counter()
+        items: list[MediaItem] = []
+        specs = card.media_input if card is not None else {}
+        if specs:
+            try:
+                ids, items = _place(ids, loaded, card)
+            except PlaceholderError as exc:
+                if not loaded or any(s.token_id in ids for s in specs.values()):
+                    raise InvalidRequest(str(exc), param="messages") from None
+                # The template rendered no media part: put the placeholders' text where the parts were.
+                t1b = time.perf_counter()
+                text = render(conv.fallback_messages({k: s.token for k, s in specs.items()}))
+                t1 += time.perf_counter() - t1b
+                ids = await model.tokenize(text)
+                t2 = time.perf_counter()
+                try:
+                    ids, items = _place(ids, loaded, card)
+                except PlaceholderError as exc:
+                    raise InvalidRequest(str(exc), param="messages") from None
         mm = metrics.model(model.name)
         mm.template.observe(t1 - t0)
         mm.tokenize.observe(t2 - t1)
-        return model.make_prompt(ids, text, media)
+        return model.make_prompt(ids, text, items)
 
     def generation(self, model: ServedModel, prompt: Prompt, p: GenParams, request_id: str, *,
                    template_kwargs: dict | None = None, parse: bool = True) -> Generation:
@@ -123,3 +117,16 @@ class ChatPipeline:
         return Generation(model.pool, reqs, states, len(prompt.token_ids), metrics=self.state.metrics,
                           model=model.name, admission=admission_queues(self.state, model),
                           latency_sensitivity=p.latency_sensitivity)
+
+
+def _place(ids: list[int], loaded: list[LoadedMedia], card: ModelCard) -> tuple[list[int], list[MediaItem]]:
+    """Expand each item's placeholder to the tokens the card says it takes; the MediaItems with their ranges."""
+    specs = card.media_input
+    counts = []
+    for lm in loaded:
+        try:
+            counts.append(item_tokens(specs[lm.part.kind], lm.part.kind, lm.data, lm.sample_rate))
+        except PlaceholderError as exc:
+            raise lm.part.refuse(str(exc)) from None
+    ids, placements = expand_placeholders(ids, [lm.part.kind for lm in loaded], counts, specs)
+    return ids, [lm.item(p.start, p.length) for lm, p in zip(loaded, placements)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dynamo_mono.media.tokens import PlaceholderError, expand_placeholders
 from dynamo_mono.serving.chat import admission_queues
 from dynamo_mono.serving.choice import ChoiceState
 from dynamo_mono.serving.errors import InvalidRequest
@@ -31,6 +32,8 @@ async def completion_generation(state: Any, model: ServedModel, prompts: list[st
     vocab = model.tokenizer.vocab_size
     s = state.settings
     reqs, states, echoes, prompt_tokens = [], [], [], 0
+    card = model.pool.card()
+    specs = card.media_input if card is not None else {}
     for pi, p in enumerate(prompts):
         if isinstance(p, str):
             ids, text = await model.tokenize(p), p
@@ -40,6 +43,12 @@ async def completion_generation(state: Any, model: ServedModel, prompts: list[st
             ids, text = list(p), None
         if not ids:
             raise InvalidRequest("prompt is empty", param="prompt")
+        if specs:  # a media model: a placeholder without its media would make the engine read a missing embedding
+            try:
+                expand_placeholders(ids, (), (), specs)
+            except PlaceholderError as exc:
+                raise InvalidRequest(f"{exc} (completions take no media; use /v1/chat/completions)",
+                                     param="prompt") from None
         prompt = model.make_prompt(ids, text)
         prompt_tokens += len(ids)
         max_tokens = model.resolve_max_tokens(len(ids), params, s.max_tokens_limit)

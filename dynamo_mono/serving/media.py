@@ -140,6 +140,9 @@ def _denoising(model: ServedModel, lim: MediaLimits, p: MediaParams, req: MediaR
     if p.negative_prompt is not None:
         if not lim.negative_prompt:
             raise InvalidRequest(f"model '{model.name}' takes no negative_prompt", param="nvext.negative_prompt")
+        if req.guidance_scale is not None and req.guidance_scale <= 1.0:
+            raise InvalidRequest("negative_prompt acts through classifier-free guidance: it needs guidance_scale > 1",
+                                 param="nvext.negative_prompt")
         req.negative_prompt = p.negative_prompt
 
 
@@ -151,17 +154,25 @@ def _video(model: ServedModel, lim: MediaLimits, p: MediaParams, req: MediaReque
     if p.num_frames is not None:
         frames = p.num_frames
         param = "nvext.num_frames"
-    elif p.seconds is not None:  # Dynamo's rule: num_frames = fps x seconds
+    elif p.seconds is not None:  # Dynamo's rule: num_frames = fps x seconds (to the nearest count the model makes)
         if not (math.isfinite(p.seconds) and p.seconds > 0):
             raise InvalidRequest("seconds must be a number > 0", param="seconds")
-        frames = max(1, round(fps * p.seconds))
+        k = lim.frames_step
+        frames = max(1, round((fps * p.seconds - 1) / k) * k + 1) if k > 1 else max(1, round(fps * p.seconds))
         param = "seconds"
     else:
         frames, param = lim.default_frames, "nvext.num_frames"
     if not 1 <= frames <= lim.max_frames:
         raise InvalidRequest(f"{frames} frames is outside 1..{lim.max_frames}, the limit of model '{model.name}' "
                              f"({'fps x seconds' if param == 'seconds' else 'num_frames'})", param=param)
+    if lim.frames_step > 1 and (frames - 1) % lim.frames_step:
+        k = lim.frames_step
+        raise InvalidRequest(f"model '{model.name}' makes {k}k+1 frames (e.g. {(frames - 1) // k * k + 1}), not "
+                             f"{frames}", param=param)
     req.fps, req.num_frames = fps, frames
+    if p.input_reference is None and lim.input_reference_required:
+        raise InvalidRequest(f"model '{model.name}' makes video from an image: input_reference is required",
+                             param="input_reference")
     if p.input_reference is not None:
         if not lim.input_reference:
             raise InvalidRequest(f"model '{model.name}' does not start from an input_reference image (it is not an "
@@ -182,13 +193,13 @@ def _audio(model: ServedModel, lim: MediaLimits, p: MediaParams, req: MediaReque
     req.speed = speed
     if p.seconds is not None:
         seconds = p.seconds
-        if not (math.isfinite(seconds) and 0 < seconds <= lim.max_seconds):
-            raise InvalidRequest(f"seconds={seconds} is outside (0, {lim.max_seconds}], the limit of model "
-                                 f"'{model.name}'", param="nvext.seconds")
+        if not (math.isfinite(seconds) and max(lim.min_seconds, 0) <= seconds <= lim.max_seconds and seconds > 0):
+            raise InvalidRequest(f"seconds={seconds} is outside [{lim.min_seconds:g}, {lim.max_seconds:g}], the limit "
+                                 f"of model '{model.name}'", param="nvext.seconds")
     elif lim.default_seconds:
         seconds = lim.default_seconds
     else:  # follow the text: ordinary speech rate, faster with speed
-        seconds = max(MIN_SPEECH_SECONDS, len(p.prompt.split()) / WORDS_PER_SECOND / speed)
+        seconds = max(MIN_SPEECH_SECONDS, lim.min_seconds, len(p.prompt.split()) / WORDS_PER_SECOND / speed)
         if seconds > lim.max_seconds:
             raise InvalidRequest(f"the input would take about {seconds:.0f} s to speak, more than the "
                                  f"{lim.max_seconds:g} s model '{model.name}' makes; shorten it", param="input")

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.block_hash import MediaSpan, block_hashes
+from dynamo_mono.engine import MediaItem
 from dynamo_mono.preprocess.chat_template import TemplateError
 from dynamo_mono.preprocess.model_dir import ModelInfo
 from dynamo_mono.serving.errors import ContextLengthExceeded, InvalidRequest
@@ -34,7 +35,7 @@ class Prompt:
     token_ids: list[int]
     block_hashes: list[int]
     text: str | None = None
-    media: list[dict] = field(default_factory=list)  # non-text content parts the engine declared it takes
+    media: list[MediaItem] = field(default_factory=list)  # its media, placeholders placed (start, length)
 
 
 class ServedModel:
@@ -114,9 +115,12 @@ class ServedModel:
             return batch[0]
         return tok.encode(text)
 
-    def make_prompt(self, token_ids: list[int], text: str | None = None, media: list[dict] | None = None) -> Prompt:
+    def make_prompt(self, token_ids: list[int], text: str | None = None,
+                    media: list[MediaItem] | None = None) -> Prompt:
+        """The prompt with its block hashes (each media item's content hash mixed into the blocks it covers)."""
         t0 = time.perf_counter()
-        hashes = block_hashes(token_ids, self.block_size)
+        spans = [MediaSpan(m.content_hash, m.start, m.length) for m in media] if media else ()
+        hashes = block_hashes(token_ids, self.block_size, media=spans)
         self.pool.router.observe_block_hashing_ms((time.perf_counter() - t0) * 1000.0)
         return Prompt(token_ids, hashes, text, list(media or ()))
 

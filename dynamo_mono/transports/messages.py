@@ -25,7 +25,9 @@ from dynamo_mono.media.contract import MediaFile, MediaOutput, MediaProgress, Me
 # 3: embedding models: ModelCard.kind / embedding_dim / matryoshka, Embed / Embedded messages.
 # 4: media models (image / video / audio): ModelCard.media (MediaLimits) and ModelFiles of a media kind (no
 #    tokenizer files); GenerateMedia / MediaStep / MediaChunk / MediaDone messages.
-PROTOCOL_VERSION = 4
+# 5: media input of chat models: EngineRequest.media (MediaItem arrays as (dtype, shape, bytes)), ModelCard
+#    media_input (MediaTokens), BlockStored media hashes, LoadMetrics embedding-cache counts; `multimodal` gone.
+PROTOCOL_VERSION = 5
 
 # Media results cross the worker link in chunks of at most this many bytes (one frame each), never as one frame:
 # a video of tens of MB stays under --max-frame-size and interleaves with the other streams' frames.
@@ -201,8 +203,35 @@ class SnapshotRequest(msgspec.Struct, tag=True, array_like=True):
 Message = Union[Register, Registered, Refused, Heartbeat, Load, Generate, Output, StreamFailed, Abort, KvEvents,
                 Snapshot, SnapshotRequest, Embed, Embedded, GenerateMedia, MediaStep, MediaChunk, MediaDone]
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+# dtypes of MediaItem arrays (images and video uint8, audio float32); anything else is refused on decode.
+_ARRAY_DTYPES = frozenset({"|u1", "<f4"})
+
+
+def _enc_hook(obj: Any) -> Any:
+    """numpy arrays (MediaItem.data) as (dtype, shape, raw bytes); the bytes are a view, not a copy."""
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        if arr.dtype.str not in _ARRAY_DTYPES:
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        return (arr.dtype.str, list(arr.shape), memoryview(arr).cast("B"))
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def _dec_hook(kind: type, obj: Any) -> Any:
+    if kind is np.ndarray:
+        try:
+            dtype, shape, data = obj
+            if dtype not in _ARRAY_DTYPES:
+                raise ValueError(f"array dtype {dtype!r}")
+            arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)  # read-only, over the frame's bytes
+        except (TypeError, ValueError) as exc:
+            raise msgspec.ValidationError(f"invalid media array: {exc}") from None
+        return arr
+    raise NotImplementedError(f"cannot decode {kind!r}")
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_decoder = msgspec.msgpack.Decoder(Message, dec_hook=_dec_hook)
 encode = _encoder.encode
 decode = _decoder.decode
 
@@ -282,7 +311,8 @@ def batch_to_wire(b: KvEventBatch) -> tuple:
     events: list[Any] = []
     for e in b.events:
         if isinstance(e, BlockStored):
-            events.append(("s", e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size, e.lora_name))
+            events.append(("s", e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size, e.lora_name,
+                           e.media_hashes))
         elif isinstance(e, BlockRemoved):
             events.append(("r", e.block_hashes))
         else:
@@ -297,7 +327,7 @@ def batch_from_wire(t: Any, worker_id: int) -> KvEventBatch:
     for e in events:
         kind = e[0]
         if kind == "s":
-            out.append(BlockStored(list(e[1]), e[2], list(e[3]), e[4], e[5]))
+            out.append(BlockStored(list(e[1]), e[2], list(e[3]), e[4], e[5], [list(h) for h in e[6]]))
         elif kind == "r":
             out.append(BlockRemoved(list(e[1])))
         else:

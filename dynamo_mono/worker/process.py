@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
+from dynamo_mono.serving.errors import InvalidRequest
 from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest
 from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.model_spec import spec_from_settings
@@ -264,7 +265,8 @@ class Worker:
         except ConnectionError:
             return
         except Exception as exc:  # reported like a failed stream: the server may retry on another instance
-            retryable = exc.retryable if isinstance(exc, EngineError) else True
+            # A request the generator refuses (InvalidRequest) would be refused by every instance: no retry.
+            retryable = exc.retryable if isinstance(exc, EngineError) else not isinstance(exc, InvalidRequest)
             with contextlib.suppress(ConnectionError):
                 conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
         finally:

@@ -179,7 +179,8 @@ class WorkerRegistry:
 def _check_kind(reg: m.Register, kind: str, other: ModelCard | None) -> str | None:
     """The instances must serve the model's kind (their card is their engine's declaration), the instances of an
     embedding model must all give vectors of one size with one Matryoshka setting, and those of a media model must
-    have the same MediaLimits (the server checks a request against one instance's limits, then routes it to any)."""
+    have the same MediaLimits (the server checks a request against one instance's limits, then routes it to any), and
+    those of a chat model the same input media and placeholder specs."""
     for card in reg.cards:
         if card.kind != kind:
             return (f"the worker's instance serves {card.kind} requests but {reg.model!r} is a {kind} model "
@@ -192,6 +193,13 @@ def _check_kind(reg: m.Register, kind: str, other: ModelCard | None) -> str | No
                 return (f"embedding size {card.embedding_dim} (matryoshka {card.matryoshka}) != "
                         f"{first.embedding_dim} (matryoshka {first.matryoshka}) of the other instances of "
                         f"{reg.model!r}")
+    if kind == "chat":
+        first = other or reg.cards[0]
+        for card in reg.cards:
+            if (card.modalities, card.media_input) != (first.modalities, first.media_input):
+                return (f"the worker's input media {card.modalities} (placeholders {card.media_input}) differ from "
+                        f"{first.modalities} ({first.media_input}) of the other instances of {reg.model!r} (the "
+                        "server places a request's placeholders by one instance's card, then routes it to any)")
     if kind in MEDIA_KINDS:
         first = other or reg.cards[0]
         for card in reg.cards:

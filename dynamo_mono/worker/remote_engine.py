@@ -70,7 +70,12 @@ class RemoteEngine:
         sid, stream = session.open_stream(request.request_id)
         finished = False
         try:
-            session.send_nowait(m.Generate(sid, self.instance, request))
+            try:
+                session.send_nowait(m.Generate(sid, self.instance, request))
+            except FrameTooLarge as exc:  # nothing was sent: the request (its decoded media) is too big
+                finished = True
+                raise EngineError(f"request too large for the worker link (its media are sent decoded; raise "
+                                  f"--max-frame-size on server and worker): {exc}", retryable=False) from None
             loop = asyncio.get_running_loop()
             items = stream.items
             while True:

@@ -130,11 +130,11 @@ def main() -> int:
         embedder.stop()
     # An image model (the mocker's, 256x256, 4 steps): aiperf sends b64_json requests and decodes the images.
     painter = start_server(["--engine", "mocker", "--model-kind", "image", "--served-model-name", "mock-image",
-                            "--speedup-ratio", "0", "--log-level", "warning"])
+                            "--default-num-inference-steps", "4", "--speedup-ratio", "0", "--log-level", "warning"])
     try:
         with tempfile.TemporaryDirectory(prefix="aiperf-") as tmp:
             r = run_aiperf(exe, painter, "image_generation", False, args.requests, args.concurrency, Path(tmp),
-                           ("--extra-inputs", "size:256x256", "--extra-inputs", "nvext:{\"num_inference_steps\": 4}"),
+                           ("--extra-inputs", "size:256x256"),
                            model="mock-image")
             failed += not r["ok"]
             print(f"{'image_generation unary':28} {json.dumps(r)}", flush=True)

@@ -41,7 +41,10 @@ def test_embedded_model_loads_fast_and_is_complete() -> None:
     im_end, eot = tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")
     assert info.eos_token_ids == tok.eos_token_ids == [im_end, eot]
     assert tok.eos_token == "<|im_end|>"
-    assert tok.special_ids == frozenset({im_end, eot, tok.token_to_id("<|im_start|>")})
+    media = {tok.token_to_id(t) for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+                                          "<|audio_start|>", "<|audio_end|>", "<|audio_pad|>")}
+    assert None not in media
+    assert tok.special_ids == frozenset({im_end, eot, tok.token_to_id("<|im_start|>"), *media})
     for plain in ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"):
         i = tok.token_to_id(plain)
         assert i is not None and i not in tok.special_ids and tok.id_to_token(i) == plain

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynamo_mono.engine import EngineError
+from tests.media_samples import data_url, png, tiny_chatml_media_tokens
 from tests.openai.conftest import Server, assert_envelope, reply
 from tests.responses.conftest import MODEL, RESPONSES, WEATHER, request
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.timeout(20)
 
 CALL = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"}
 IMAGE = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
-                                     {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}
+                                     {"type": "input_image", "image_url": data_url(png(56, 84))}]}
 
 BAD: list[tuple[dict, str, str | None]] = [
     (request(""), "input must not be empty", "input"),
@@ -87,18 +88,27 @@ async def test_image_input_refused_for_a_text_model(server: Server) -> None:
     status, body = await server.post(RESPONSES, request([IMAGE]))
     assert status == 400
     err = assert_envelope(body, 400)
-    assert "does not accept image input (content part 'image_url')" in err["message"] and err["param"] == "input"
+    assert err["message"] == ("input.0.content.1: model 'tiny-chatml' does not accept image input; it accepts text")
+    assert err["param"] == "input.0.content.1"
     status, body = await server.post(RESPONSES, request([{"role": "user", "content": [
         {"type": "input_image", "file_id": "file-1"}]}]))
     assert status == 400 and "file ids are not supported" in body["error"]["message"]
+    assert server.engine.requests == []
 
 
 async def test_image_input_reaches_a_model_that_takes_images(server: Server) -> None:
-    server.state.models[MODEL].pool.card().modalities = ["text", "image"]
+    card = server.state.models[MODEL].pool.card()
+    card.modalities = ["text", "image"]
+    card.media_input = tiny_chatml_media_tokens(server.engine.tokenizer, "image")
     status, body = await server.post(RESPONSES, request([IMAGE]))
     assert status == 200, body
-    assert server.engine.requests[0].multimodal == [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "auto"}}]
+    req = server.engine.requests[0]
+    [item] = req.media
+    assert item.kind == "image" and item.data.shape == (84, 56, 3) and len(item.uuid) == 64
+    # 56 x 84 pixels -> 2 x 3 merged patches of 28: six placeholder tokens where the template put one
+    pad = card.media_input["image"].token_id
+    assert req.token_ids[item.start:item.start + item.length] == [pad] * 6 and req.token_ids.count(pad) == 6
+    assert body["usage"]["input_tokens"] == len(req.token_ids)
 
 
 @pytest.mark.parametrize("stream", [False, True])

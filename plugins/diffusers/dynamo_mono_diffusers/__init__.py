@@ -1,0 +1,1 @@
+"""dynamo-mono plugin: media generation (image, video, audio) with local diffusers pipelines."""
