@@ -131,7 +131,21 @@ def test_placeholder_spec_reads_the_model_directory(tmp_path: Path, tiny_model: 
     spec = placeholder_spec(d)
     assert (spec["image"]["min_pixels"], spec["image"]["max_pixels"]) == (200, 2000)
     assert (spec["video"]["min_pixels"], spec["video"]["max_pixels"]) == (300, 3000)
+    d = _write_qwen2_vl_dir(tmp_path / "c", {"size": {"shortest_edge": 200, "longest_edge": 2000},
+                                             "min_pixels": 400, "max_pixels": 4000})
+    assert placeholder_spec(d)["image"]["min_pixels"] == 400  # the flat keys win, as in transformers
     assert placeholder_spec(tiny_model) == {}  # a text-only Llama
+
+
+def test_vllms_processor_kwargs_override_the_pixel_bounds():
+    from dynamo_mono_vllm.placeholders import with_processor_kwargs
+
+    spec = {"image": {"min_pixels": 1, "max_pixels": 2, "token_id": 7}, "video": {"min_pixels": 3, "max_pixels": 4}}
+    assert with_processor_kwargs(spec, None) is spec
+    out = with_processor_kwargs(spec, {"max_pixels": 100, "videos_kwargs": {"size": {"shortest_edge": 30}}})
+    assert out["image"] == {"min_pixels": 1, "max_pixels": 100, "token_id": 7}
+    assert out["video"] == {"min_pixels": 30, "max_pixels": 100}
+    assert spec["image"]["max_pixels"] == 2  # not modified in place
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (10, 500), (500, 10), (27, 29), (56, 56), (100, 150), (719, 1280),

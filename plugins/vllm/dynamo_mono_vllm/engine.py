@@ -18,6 +18,7 @@ from dynamo_mono.api import (
     KvEventBatch,
     KvEventSink,
     LoadMetrics,
+    MediaTokens,
     ModelCard,
     TokenLogprob,
 )
@@ -26,7 +27,7 @@ from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
 from dynamo_mono_vllm.load import LoadRecorder
 from dynamo_mono_vllm.media import MEDIA_KINDS, MediaError, expansion_mismatch, vllm_prompt
-from dynamo_mono_vllm.placeholders import placeholder_spec
+from dynamo_mono_vllm.placeholders import placeholder_spec, with_processor_kwargs
 from dynamo_mono_vllm.sampling import sampling_params
 
 log = logging.getLogger("dynamo_mono.vllm")
@@ -155,7 +156,8 @@ class VllmEngine:
         from vllm.multimodal import MULTIMODAL_REGISTRY
 
         limits = MULTIMODAL_REGISTRY.get_processing_info(mc).allowed_mm_limits
-        spec = placeholder_spec(self.args.model_path)
+        spec = with_processor_kwargs(placeholder_spec(self.args.model_path),
+                                     mc.multimodal_config.mm_processor_kwargs if mc.multimodal_config else None)
         taken = {kind: spec[kind] for kind in MEDIA_KINDS if limits.get(kind, 0) > 0 and kind in spec}
         unknown = [kind for kind in MEDIA_KINDS if limits.get(kind, 0) > 0 and kind not in spec]
         if unknown:
@@ -187,6 +189,7 @@ class VllmEngine:
             supports_logprobs=not embedding,
             kv_events=self.listener is not None,
             modalities=["text", *self.media_input],
+            media_input={kind: MediaTokens(**spec) for kind, spec in self.media_input.items()},
             kind=self.kind,
             embedding_dim=mc.embedding_size if embedding else None,
             matryoshka=embedding and bool(mc.is_matryoshka),

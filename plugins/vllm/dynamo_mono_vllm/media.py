@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dynamo_mono.engine import MediaItem
+from dynamo_mono.api import MediaItem
 
 MEDIA_KINDS = ("image", "video", "audio")
 

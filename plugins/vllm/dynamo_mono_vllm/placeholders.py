@@ -35,10 +35,11 @@ def _token_text(model_dir: Path, token_id: int) -> str:
 
 
 def _pixels(proc: dict[str, Any], fallback: tuple[int, int]) -> tuple[int, int]:
-    """(min_pixels, max_pixels) as transformers reads them: size.shortest_edge / longest_edge, else the flat keys."""
+    """(min_pixels, max_pixels) as transformers' Qwen2-VL processors read them: the flat min_pixels / max_pixels
+    keys override size.shortest_edge / longest_edge."""
     size = proc.get("size") or {}
-    lo = size.get("shortest_edge", proc.get("min_pixels", fallback[0]))
-    hi = size.get("longest_edge", proc.get("max_pixels", fallback[1]))
+    lo = proc.get("min_pixels", size.get("shortest_edge", fallback[0]))
+    hi = proc.get("max_pixels", size.get("longest_edge", fallback[1]))
     return int(lo), int(hi)
 
 
@@ -76,6 +77,27 @@ def placeholder_spec(model_dir: str | Path) -> dict[str, dict[str, Any]]:
         spec[kind] = {"token_id": int(token_id), "token": _token_text(d, int(token_id)), **common,
                       "min_pixels": px[0], "max_pixels": px[1]}
     return spec
+
+
+def with_processor_kwargs(spec: dict[str, dict[str, Any]], kwargs: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The spec under vLLM's --mm-processor-kwargs: flat min_pixels / max_pixels (or size.shortest_edge /
+    longest_edge) apply to images and videos, images_kwargs / videos_kwargs to one of them, as vLLM's Qwen2-VL
+    processing merges them."""
+    if not kwargs:
+        return spec
+    out = {kind: dict(s) for kind, s in spec.items()}
+    for kind, scope in (("image", "images_kwargs"), ("video", "videos_kwargs")):
+        if kind not in out:
+            continue
+        for source in (kwargs, kwargs.get(scope) or {}):
+            size = source.get("size") or {}
+            lo = source.get("min_pixels", size.get("shortest_edge"))
+            hi = source.get("max_pixels", size.get("longest_edge"))
+            if lo is not None:
+                out[kind]["min_pixels"] = int(lo)
+            if hi is not None:
+                out[kind]["max_pixels"] = int(hi)
+    return out
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
