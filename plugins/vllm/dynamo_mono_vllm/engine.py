@@ -345,7 +345,7 @@ class VllmEngine:
             log.warning("vLLM request %s failed: %s", rid, _reason(exc))
             if first and _refused(exc):  # vLLM refused the request itself
                 raise EngineError(f"vllm: {_reason(exc)}", retryable=False) from None
-            yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {exc}",
+            yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {_reason(exc)}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
             live.discard(rid)
