@@ -32,8 +32,10 @@ def resized(spec: MediaTokens, width: int, height: int) -> tuple[int, int]:
         raise PlaceholderError(f"an image of {width}x{height} pixels is more elongated than the model accepts "
                                f"(aspect ratio at most {MAX_ASPECT_RATIO})")
     factor = spec.patch_size * spec.merge_size
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    # As transformers does: a side under factor / 2 rounds to 0, and the min_pixels branch scales it up (10x500 ->
+    # 28x420, 15 tokens; flooring at one factor first would give 28x504, 18, and vLLM would disagree).
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
     if h * w > spec.max_pixels:
         beta = math.sqrt(height * width / spec.max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)

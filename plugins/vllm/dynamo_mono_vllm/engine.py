@@ -18,6 +18,7 @@ from dynamo_mono.api import (
     KvEventBatch,
     KvEventSink,
     LoadMetrics,
+    MediaTokens,
     ModelCard,
     TokenLogprob,
 )
@@ -25,6 +26,8 @@ from dynamo_mono.api import (
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
 from dynamo_mono_vllm.load import LoadRecorder
+from dynamo_mono_vllm.media import MEDIA_KINDS, MediaError, expansion_mismatch, vllm_prompt
+from dynamo_mono_vllm.placeholders import placeholder_spec, with_processor_kwargs
 from dynamo_mono_vllm.sampling import sampling_params
 
 log = logging.getLogger("dynamo_mono.vllm")
@@ -57,6 +60,32 @@ def _client_error() -> type[Exception]:
     return VLLMClientError
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """exc and the chain of exceptions it was raised from."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 16:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def _refused(exc: BaseException) -> bool:
+    """vLLM refused the request itself (bad parameters, media its processor rejects): retrying elsewhere is futile.
+
+    AsyncLLM wraps errors of its input processing (the multimodal processor's ValueError on an image it cannot
+    take) in a bare EngineGenerateError: the causes say what happened."""
+    client = (ValueError, TypeError, _client_error())
+    if isinstance(exc, client):
+        return True
+    return type(exc).__name__ == "EngineGenerateError" and any(isinstance(c, client) for c in _causes(exc)[1:])
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """The root cause's message, short: vLLM's processor errors quote the whole input (pixel arrays) on the way."""
+    root = _causes(exc)[-1]
+    msg = str(root) or type(root).__name__
+    return msg if len(msg) <= limit else msg[:limit] + "..."
+
+
 class VllmEngine:
     """An engine instance: an AsyncLLM (its own EngineCore process) plus a KV-event subscriber."""
 
@@ -80,6 +109,8 @@ class VllmEngine:
         self._seq = itertools.count()
         self._eos: set[int] = set(args.eos_token_ids or ())
         self._live: set[str] = set()  # vLLM request ids in flight ("<request_id>#<n>")
+        # Input media the model takes -> how the server counts an item's placeholder tokens (MediaTokens fields).
+        self.media_input: dict[str, dict[str, Any]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -100,6 +131,7 @@ class VllmEngine:
             raise ConfigError(f"vLLM runs {self.args.model_path} on its {runner} runner, which does not serve "
                               f"{self.kind} models; start it with --model-kind "
                               f"{'embedding' if runner == 'pooling' else 'chat'}")
+        self.media_input = self._media_input()
         self._card = self._build_card()
         self._stopped = False
         log.info("vLLM instance %d ready: block size %d, %s KV blocks, KV events %s", self.instance_id,
@@ -114,6 +146,25 @@ class VllmEngine:
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None
+
+    def _media_input(self) -> dict[str, dict[str, Any]]:
+        """The media vLLM takes for this model (its multimodal processor's modalities with a per-prompt limit above
+        0, see --limit-mm-per-prompt) whose placeholder count this plugin knows (placeholders.py)."""
+        mc = self.llm.vllm_config.model_config
+        if self.kind != "chat" or not mc.is_multimodal_model:
+            return {}
+        from vllm.multimodal import MULTIMODAL_REGISTRY
+
+        limits = MULTIMODAL_REGISTRY.get_processing_info(mc).allowed_mm_limits
+        spec = with_processor_kwargs(placeholder_spec(self.args.model_path),
+                                     mc.multimodal_config.mm_processor_kwargs if mc.multimodal_config else None)
+        taken = {kind: spec[kind] for kind in MEDIA_KINDS if limits.get(kind, 0) > 0 and kind in spec}
+        unknown = [kind for kind in MEDIA_KINDS if limits.get(kind, 0) > 0 and kind not in spec]
+        if unknown:
+            log.warning("vLLM takes %s input for %s (%s), but dynamo-mono cannot count its placeholder tokens: "
+                        "served without %s input", "/".join(unknown), self.args.model_path,
+                        mc.hf_config.model_type, "/".join(unknown))
+        return taken
 
     def _build_card(self) -> ModelCard:
         cfg = self.llm.vllm_config
@@ -137,6 +188,8 @@ class VllmEngine:
             priority_higher_is_urgent=False,
             supports_logprobs=not embedding,
             kv_events=self.listener is not None,
+            modalities=["text", *self.media_input],
+            media_input={kind: MediaTokens(**spec) for kind, spec in self.media_input.items()},
             kind=self.kind,
             embedding_dim=mc.embedding_size if embedding else None,
             matryoshka=embedding and bool(mc.is_matryoshka),
@@ -235,10 +288,14 @@ class VllmEngine:
             yield EngineOutput(finish_reason="error", error="vllm: engine is not running",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
             return
-        from vllm.inputs import TokensPrompt
-
+        media = request.media
         try:
             params = sampling_params(request)
+            if media:
+                refused = [m.kind for m in media if m.kind not in self.media_input]
+                if refused:
+                    raise MediaError(f"this model takes no {'/'.join(sorted(set(refused)))} input")
+            prompt = vllm_prompt(request.token_ids, media)
         except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
             raise EngineError(f"vllm: {exc}", retryable=False) from None
         rid = f"{request.request_id}#{next(self._seq)}"
@@ -249,7 +306,6 @@ class VllmEngine:
             kw["data_parallel_rank"] = request.dp_rank
         n_top = request.sampling.logprobs
         stop_ids = self._eos | set(request.stop.eos_token_ids) | set(request.stop.stop_token_ids)
-        prompt = TokensPrompt(prompt_token_ids=list(request.token_ids))
         live = self._live
         live.add(rid)
         finished = False
@@ -263,6 +319,10 @@ class VllmEngine:
                     eo.logprobs = _logprobs(toks, comp.logprobs, n_top)
                 if first:
                     first = False
+                    if media:
+                        wrong = expansion_mismatch(request.token_ids, out.prompt_token_ids, media)
+                        if wrong is not None:  # the finally below aborts the vLLM request
+                            raise EngineError(f"vllm: {wrong}", retryable=False)
                     eo.prompt_tokens = len(request.token_ids)
                     eo.cached_tokens = out.num_cached_tokens or 0
                 if out.finished:
@@ -278,14 +338,14 @@ class VllmEngine:
                 yield eo
                 if finished:
                     return
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, EngineError):
             raise
         except Exception as exc:  # engine death / validation failures end this request with an error
             finished = True
-            log.warning("vLLM request %s failed: %s", rid, exc)
-            if first and isinstance(exc, (ValueError, _client_error())):  # vLLM refused the request itself
-                raise EngineError(f"vllm: {exc}", retryable=False) from None
-            yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {exc}",
+            log.warning("vLLM request %s failed: %s", rid, _reason(exc))
+            if first and _refused(exc):  # vLLM refused the request itself
+                raise EngineError(f"vllm: {_reason(exc)}", retryable=False) from None
+            yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {_reason(exc)}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
             live.discard(rid)

@@ -38,10 +38,33 @@ def build_engine_args(args: EngineArgs) -> Any:
         eargs.max_model_len = args.max_model_len
     for name, value in chosen_options(options).items():
         setattr(eargs, name, value)
+    gb = options.get("multimodal_embedding_cache_capacity_gb")
+    if gb:
+        eargs.ec_transfer_config = embedding_cache_config(float(gb), extra)
     # Our own stat logger feeds load_metrics(); vLLM's periodic log lines are off unless asked for.
     if "--disable-log-stats" not in extra and "--no-disable-log-stats" not in extra:
         eargs.disable_log_stats = True
     return eargs
+
+
+def embedding_cache_config(gb: float, extra: list[str]) -> Any:
+    """--multimodal-embedding-cache-capacity-gb: vLLM's ECCPUConnector in both roles (an instance offloads its
+    encoder outputs to a CPU region of `gb` GiB and loads them back for later items of the same uuid). The
+    connector runs on vLLM's V2 model runner only, which needs Triton: refused where vLLM cannot run it."""
+    from vllm.config import ECTransferConfig
+    import vllm.envs as envs
+    from vllm.triton_utils import HAS_TRITON
+
+    if any(a == "--ec-transfer-config" or a.startswith("--ec-transfer-config=") for a in extra):
+        raise ConfigError("--multimodal-embedding-cache-capacity-gb sets vLLM's --ec-transfer-config (ECCPUConnector); "
+                          "give one or the other")
+    if not HAS_TRITON or envs.VLLM_USE_V2_MODEL_RUNNER is False:
+        raise ConfigError("--multimodal-embedding-cache-capacity-gb needs vLLM's ECCPUConnector, which runs on "
+                          "vLLM's V2 model runner only (Triton, GPU builds; not VLLM_USE_V2_MODEL_RUNNER=0): this "
+                          "vLLM cannot keep encoder outputs across requests. Drop the flag (vLLM still caches "
+                          "processed media inputs, --mm-processor-cache-gb)")
+    return ECTransferConfig(ec_connector="ECCPUConnector", ec_role="ec_both",
+                            ec_connector_extra_config={"ec_cpu_bytes": int(gb * (1 << 30))})
 
 
 def _set_runner(eargs: Any, kind: str) -> None:

@@ -4,6 +4,10 @@ With a `tcp://host:port` endpoint vLLM's publisher connects, so this side binds 
 ephemeral loopback port before the engine starts. Wire format per message: (topic, seq u64 BE,
 msgpack KVEventBatch). vLLM has no cache snapshot API, so the listener keeps a mirror of the blocks
 the events say are cached (hash -> parent, tokens) and serves `snapshot()` from it.
+
+Blocks holding media placeholders carry vLLM's `extra_keys`: per block the (mm identifier, offset) of each item
+in it. The identifier is the uuid the plugin passed in multi_modal_uuids (64 hex digits), whose first 16 digits are
+the item's content hash: BlockStored.media_hashes gets those, so the router hashes the block as the server did.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import hashlib
 from collections import OrderedDict
 from typing import Any
 
@@ -26,6 +31,36 @@ def to_int_hash(h: Any) -> int:
     if isinstance(h, int):
         return h
     return int.from_bytes(bytes(h)[:8], "little")
+
+
+def media_content_hash(identifier: str) -> int:
+    """The u64 content hash of a vLLM mm identifier: the first 16 hex digits of our uuid ("<lora>:<uuid>" when
+    vLLM keys tower-connector LoRA per adapter). An identifier vLLM hashed itself (no uuid given, or processor
+    kwargs mixed in) gets 64 bits of its SHA-256: distinct, though the router's hashes will not match it."""
+    uid = identifier.rsplit(":", 1)[-1]
+    if len(uid) >= 16:
+        try:
+            return int(uid[:16], 16)
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:8], "big")
+
+
+def block_media_hashes(extra_keys: Any, n_blocks: int) -> list[list[int]]:
+    """Per block, the content hashes of the media items in it from a BlockStored's extra_keys; [] when no block
+    holds media. Entries are bare strings (LoRA name, cache salt), bytes (prompt-embeds digests) or
+    (mm identifier, offset) pairs."""
+    if not extra_keys:
+        return []
+    out: list[list[int]] = []
+    found = False
+    for b in range(n_blocks):
+        keys = extra_keys[b] if b < len(extra_keys) else None
+        hashes = [media_content_hash(k[0]) for k in keys or ()
+                  if isinstance(k, (tuple, list)) and len(k) == 2 and isinstance(k[0], str)]
+        found = found or bool(hashes)
+        out.append(hashes)
+    return out if found else []
 
 
 class KvEventListener:
@@ -45,8 +80,9 @@ class KvEventListener:
         self.port = self._bind(dp_size)
         self.sink: KvEventSink | None = None
         self.event_ids = [0] * dp_size
-        # Per dp rank: engine block hash -> (parent hash, token ids, block size, lora name), insertion ordered.
-        self.mirror: list[OrderedDict[int, tuple[int | None, list[int], int, str | None]]] = [
+        # Per dp rank: engine block hash -> (parent hash, token ids, block size, lora name, media content hashes),
+        # insertion ordered.
+        self.mirror: list[OrderedDict[int, tuple[int | None, list[int], int, str | None, list[int]]]] = [
             OrderedDict() for _ in range(dp_size)]
         self.received = 0
         self._last_seq: int | None = None
@@ -129,10 +165,11 @@ class KvEventListener:
                 tokens = list(ev.token_ids)
                 bs = ev.block_size
                 lora = getattr(ev, "lora_name", None)
-                events.append(BlockStored(hashes, parent, tokens, bs, lora))
+                media = block_media_hashes(getattr(ev, "extra_keys", None), len(hashes))
+                events.append(BlockStored(hashes, parent, tokens, bs, lora, media))
                 prev = parent
                 for i, h in enumerate(hashes):
-                    mirror[h] = (prev, tokens[i * bs:(i + 1) * bs], bs, lora)
+                    mirror[h] = (prev, tokens[i * bs:(i + 1) * bs], bs, lora, media[i] if media else [])
                     prev = h
             elif kind == "BlockRemoved":
                 hashes = [to_int_hash(h) for h in ev.block_hashes]
@@ -162,10 +199,10 @@ class KvEventListener:
         for rank, mirror in enumerate(self.mirror):
             events: list[KvEvent] = []
             present = set()
-            for h, (parent, tokens, bs, lora) in mirror.items():
+            for h, (parent, tokens, bs, lora, media) in mirror.items():
                 if parent is not None and parent not in present:
                     continue  # parent evicted before the child: the prefix is unreachable anyway
-                events.append(BlockStored([h], parent, list(tokens), bs, lora))
+                events.append(BlockStored([h], parent, list(tokens), bs, lora, [list(media)] if media else []))
                 present.add(h)
             out.append(KvEventBatch(self.worker_id, rank, self.event_ids[rank], events, now))
         return out

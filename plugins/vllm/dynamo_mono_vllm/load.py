@@ -17,6 +17,10 @@ class LoadRecorder:
         self.hit_tokens = [0] * dp_size
         self.query_tokens = [0] * dp_size
         self.preemptions = [0] * dp_size
+        # vLLM's multimodal processor cache (--mm-processor-cache-gb, keyed by media uuid), all ranks: items looked
+        # up and found (a hit skips the HF processor; the vision encoder still runs).
+        self.mm_queries = 0
+        self.mm_hits = 0
 
     def factory(self) -> Any:
         """A StatLoggerFactory for AsyncLLM(stat_loggers=[...]) that records into this object."""
@@ -29,6 +33,9 @@ class LoadRecorder:
             def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
                        engine_idx: int = 0) -> None:
                 recorder.record(scheduler_stats, iteration_stats, engine_idx)
+                if mm_cache_stats is not None:
+                    recorder.mm_queries += mm_cache_stats.queries
+                    recorder.mm_hits += mm_cache_stats.hits
 
             def log_engine_initialized(self) -> None:
                 pass

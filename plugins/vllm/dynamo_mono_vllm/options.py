@@ -24,6 +24,10 @@ VLLM_OPTIONS: list[Option] = [
            _G, choices=("fcfs", "priority")),
     Option("enable_lora", bool, None, "enable LoRA adapters", _G),
     Option("vllm_kv_events", bool, True, "publish vLLM's KV cache events to the KV router (ZMQ on loopback)", _G),
+    Option("multimodal_embedding_cache_capacity_gb", float, None,
+           "GiB of CPU memory for encoder outputs (image / video / audio embeddings) reused across requests by "
+           "media uuid: vLLM's ECCPUConnector (--ec-transfer-config, ec_cpu_bytes), which needs vLLM's V2 model "
+           "runner (Triton, GPU). Unset or 0 = off", _G, min=0),
 ]
 
 # Options forwarded to AsyncEngineArgs under the same attribute name.

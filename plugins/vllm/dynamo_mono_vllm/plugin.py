@@ -24,8 +24,8 @@ def register_engines(register: Callable[..., None]) -> None:
         options=VLLM_OPTIONS,
         requires=["vllm"],
         install_hint="pip install vllm dynamo-mono-vllm (CPU: plugins/vllm/install-cpu.sh)",
-        description="vLLM AsyncLLM instances: token in / token out, KV events into the KV router; pooling "
-                    "models (embed) for embedding models",
+        description="vLLM AsyncLLM instances: token in / token out (images / video of vision-language models as "
+                    "multi_modal_data), KV events into the KV router; pooling models (embed) for embedding models",
         passthrough_args=True,
         kinds=("chat", "embedding"),
     )
