@@ -146,6 +146,9 @@ class EngineRequest:
     kv_export_key: str | None = None
     # Disaggregation, decode side: pull the prompt's KV from a prefill instance instead of computing it.
     kv_transfer: KvTransferParams | None = None
+    # LoRA: generate with this adapter (loaded on the instance with load_lora); None = the base model. Block
+    # hashes of an adapter request are seeded with the adapter name (block_hash.lora_seed).
+    lora_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -275,6 +278,11 @@ class ModelCard:
     matryoshka: bool = False  # embedding instances: `dimensions` (truncate + renormalise) is meaningful
     matryoshka_dimensions: list[int] | None = None  # the only `dimensions` the model was trained for (None = any)
     media: MediaLimits | None = None  # media instances: sizes, steps, formats and inputs it takes
+    # LoRA: the instance implements load_lora / unload_lora / list_loras (LoraEngine) and serves
+    # EngineRequest.lora_name; max_loras adapters fit its device at once (0 = no limit it reports).
+    supports_lora: bool = False
+    max_loras: int = 0
+    max_lora_rank: int = 0  # largest adapter rank it loads (0 = no limit it reports)
 
     def __post_init__(self) -> None:
         if self.disaggregation_mode not in DISAGGREGATION_MODES:
@@ -357,6 +365,34 @@ class EmbeddingEngine(Engine, Protocol):
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingOutput:
         """Embed every input of the batch; cancellation of the awaiting task abandons the request."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoraAdapter:
+    """An adapter as the server hands it to an engine: its name, id (Dynamo's: blake3 of the name) and the local
+    directory of its files (adapter_config.json + weights), already fetched and checked by the server."""
+
+    name: str
+    lora_id: int
+    path: str
+
+
+@runtime_checkable
+class LoraEngine(Engine, Protocol):
+    """An engine instance that serves LoRA adapters (card.supports_lora)."""
+
+    async def load_lora(self, adapter: LoraAdapter) -> None:
+        """Make the adapter servable on this instance (idempotent per name). Raise EngineError(retryable=False)
+        when the files are not an adapter this instance can serve (rank, base model, target modules)."""
+        ...
+
+    async def unload_lora(self, name: str) -> None:
+        """Forget the adapter (idempotent); requests still running with it may finish first."""
+        ...
+
+    def list_loras(self) -> list[str]:
+        """Names of the adapters loaded on this instance."""
         ...
 
 
