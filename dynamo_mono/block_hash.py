@@ -8,6 +8,9 @@ tokens overlap a block is appended, as u64 little-endian, to that block's hashed
 tokens are the same for every image, so without this two requests with the same text and different
 images would share block hashes; with it the first block an item touches differs, and by chaining so
 does every block after it. Blocks before the first media block hash exactly as without media.
+
+LoRA (Dynamo's rule): blocks of an adapter's requests are hashed with the seed lora_seed(name) =
+1337 + xxh3_64(name) (mod 2^64), so an adapter never shares prefix hits with the base model or another adapter.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ class MediaSpan:
                              f"length={self.length}")
 
 
-def block_hash(parent: int | None, tokens: list[int] | tuple[int, ...], media_hashes: Sequence[int] = ()) -> int:
+def lora_seed(lora_name: str | None) -> int:
+    """The block-hash seed of an adapter's requests (SEED for the base model)."""
+    if not lora_name:
+        return SEED
+    return (SEED + _xxh(lora_name.encode())) % _U64
+
+
+def block_hash(parent: int | None, tokens: list[int] | tuple[int, ...], media_hashes: Sequence[int] = (),
+               seed: int = SEED) -> int:
     """Hash of one full block given its parent block's hash (None for the first block) and the content
     hashes of the media items whose placeholders overlap it, in placeholder order."""
     data = array("I", tokens).tobytes()
@@ -47,15 +58,15 @@ def block_hash(parent: int | None, tokens: list[int] | tuple[int, ...], media_ha
         data = parent.to_bytes(8, "little") + data
     if media_hashes:
         data += b"".join(h.to_bytes(8, "little") for h in media_hashes)
-    return _xxh(data, SEED)
+    return _xxh(data, seed)
 
 
 def block_hashes(token_ids: list[int], block_size: int, parent: int | None = None,
-                 media: Sequence[MediaSpan] = ()) -> list[int]:
+                 media: Sequence[MediaSpan] = (), seed: int = SEED) -> list[int]:
     """Chained hashes of every full block of token_ids (a trailing partial block is not hashed), with the
     content hash of each media span mixed into every block its placeholder tokens overlap."""
     if media:
-        return _block_hashes_media(token_ids, block_size, parent, media)
+        return _block_hashes_media(token_ids, block_size, parent, media, seed)
     n_full = len(token_ids) // block_size
     if n_full == 0:
         return []
@@ -67,7 +78,7 @@ def block_hashes(token_ids: list[int], block_size: int, parent: int | None = Non
         chunk = buf[i * step : (i + 1) * step]
         if prev is not None:
             chunk = prev.to_bytes(8, "little") + chunk
-        prev = _xxh(chunk, SEED)
+        prev = _xxh(chunk, seed)
         out.append(prev)
     return out
 
@@ -90,7 +101,7 @@ def _ordered(media: Sequence[MediaSpan]) -> list[MediaSpan]:
 
 
 def _block_hashes_media(token_ids: list[int], block_size: int, parent: int | None,
-                        media: Sequence[MediaSpan]) -> list[int]:
+                        media: Sequence[MediaSpan], seed: int = SEED) -> list[int]:
     n_full = len(token_ids) // block_size
     if n_full == 0:
         return []
@@ -107,6 +118,6 @@ def _block_hashes_media(token_ids: list[int], block_size: int, parent: int | Non
         chunk = buf[i * step : (i + 1) * step] + extra[i]
         if prev is not None:
             chunk = prev.to_bytes(8, "little") + chunk
-        prev = _xxh(chunk, SEED)
+        prev = _xxh(chunk, seed)
         out.append(prev)
     return out

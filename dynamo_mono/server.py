@@ -18,6 +18,9 @@ from dynamo_mono.frontends import enabled_frontends, start_frontends, stop_front
 from dynamo_mono.http.app import create_app
 from dynamo_mono.http.state import ServerState
 from dynamo_mono.http.tls import server_ssl_context
+from dynamo_mono.lora.manager import LoraManager, parse_lora_modules
+from dynamo_mono.protocol.errors import ApiError
+from dynamo_mono.serving.errors import ServingError
 from dynamo_mono.media.fetch import FetchPolicy, MediaFetcher
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
@@ -61,9 +64,11 @@ async def build_state(settings: Settings, plugins: Any, specs: list[ModelSpec] |
     state = ServerState(settings=settings, metrics=metrics, plugins=plugins,
                         admission=admission_queue(settings, settings.max_inflight_requests, "server"),
                         media_fetcher=fetcher, media_input=MediaInput.from_settings(settings, fetcher, metrics))
+    state.loras = LoraManager(state)
     try:
         for spec in specs:
             await add_configured_model(state, spec)
+        await load_static_loras(state)
     except BaseException:
         await stop_engines(state)
         raise
@@ -93,6 +98,19 @@ async def add_configured_model(state: ServerState, spec: ModelSpec) -> ServedMod
     return model
 
 
+async def load_static_loras(state: ServerState) -> None:
+    """--lora-modules: load each adapter now (ConfigError naming the one that fails)."""
+    try:
+        modules = parse_lora_modules(state.settings.lora_modules)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for name, path in modules:
+        try:
+            await state.loras.load(name, path)
+        except (ServingError, ApiError) as exc:
+            raise ConfigError(f"--lora-modules {name}={path}: {exc}") from None
+
+
 async def stop_engines(state: ServerState) -> None:
     """Stop every local engine instance of every model."""
     await stop_all([inst.engine for model in state.models.values() for inst in list(model.pool.instances.values())
@@ -115,6 +133,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
 
         workers = WorkerRegistry(state, **start_args(settings))
         await workers.start()
+    state.loras.start()
     app = create_app(state)
     if workers is not None:
         workers.add_routes(app)
@@ -162,4 +181,5 @@ async def serve(settings: Settings, plugins: Any) -> None:
     if workers is not None:
         await workers.stop()
     await runner.cleanup()
+    await state.loras.stop()
     await stop_engines(state)

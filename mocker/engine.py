@@ -15,6 +15,7 @@ from dynamo_mono.engine import (
     EmbeddingRequest,
     EngineArgs,
     EngineError,
+    LoraAdapter,
     EngineOutput,
     EngineRequest,
     KvEventSink,
@@ -29,6 +30,7 @@ from dynamo_mono.kv_events import KvEventBatch
 from mocker.disagg import DisaggAgent, import_blocks
 from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
+from mocker.lora import LoraSlots
 from mocker.embedding import EmbedScheduler, HashedEmbedder
 from mocker.encoder import EncoderCache, MediaEncoder
 from mocker.media_input import media_input
@@ -157,6 +159,9 @@ class MockerEngine:
         self._arrival = 0
         self._stopped = False
         self.disagg = DisaggAgent(opts) if opts["disaggregation_mode"] != "agg" else None
+        self.lora_enabled = bool(opts["enable_lora"]) and self.kind == "chat"
+        self.loras = LoraSlots(int(opts["max_loras"]), int(opts["max_lora_rank"]),
+                               float(opts["lora_load_ms"]) / 1000.0 / self.speedup if self.speedup else 0.0)
         self.embedders: list[EmbedScheduler] = []
         if self.kind == "embedding":
             embedder = HashedEmbedder(opts["embedding_dim"])
@@ -219,7 +224,26 @@ class MockerEngine:
             media_input=dict(self.media_input),
             embedding_dim=self.opts["embedding_dim"] if embedding else None,
             matryoshka=embedding and bool(self.opts["embedding_matryoshka"]),
+            supports_lora=self.lora_enabled,
+            max_loras=int(self.opts["max_loras"]) if self.lora_enabled else 0,
+            max_lora_rank=int(self.opts["max_lora_rank"]) if self.lora_enabled else 0,
         )
+
+    # --- LoRA ------------------------------------------------------------------------------------------
+    async def load_lora(self, adapter: LoraAdapter) -> None:
+        """Register the adapter (its adapter_config.json is read, its rank checked); it takes a GPU slot when a
+        request first uses it."""
+        if not self.lora_enabled:
+            raise EngineError("mocker: LoRA is off (--enable-lora false)", retryable=False)
+        if self._stopped or self.faults.crashed():
+            raise EngineError("mocker: instance is down")
+        self.loras.register(adapter)
+
+    async def unload_lora(self, name: str) -> None:
+        self.loras.forget(name)
+
+    def list_loras(self) -> list[str]:
+        return list(self.loras.known)
 
     def healthy(self) -> bool:
         return not self._stopped and not self.faults.crashed()
@@ -395,6 +419,26 @@ class MockerEngine:
         if problem is not None:  # the request itself: no other instance would do better
             raise EngineError(problem, retryable=False)
 
+        lora = request.lora_name
+        if lora is not None:
+            if not self.lora_enabled:
+                raise EngineError("mocker: LoRA is off (--enable-lora false)", retryable=False)
+            await self.loras.acquire(lora)  # waits for a slot; a miss pays the swap time (TTFT shows placement)
+            try:
+                async for out in self._generate(request, faults):
+                    yield out
+            finally:
+                self.loras.release(lora)
+            return
+        async for out in self._generate(request, faults):
+            yield out
+
+    async def _generate(self, request: EngineRequest, faults) -> AsyncIterator[EngineOutput]:
+        rank = 0
+        try:
+            rank = self._pick_rank(request)
+        except ValueError:  # checked by generate()
+            pass
         k = max(0, min(request.resumed_output_tokens, len(request.token_ids) - 1))
         original = request.token_ids[:-k] if k else request.token_ids
         seed = request_seed(request, original)

@@ -155,7 +155,7 @@ class KvManager:
             self._trace("free", released)
 
     def commit(self, blocks: list[int], hashes: list[int], tokens: list[int], start: int, end: int,
-               media: dict[int, list[int]] | None = None) -> None:
+               media: dict[int, list[int]] | None = None, lora_name: str | None = None) -> None:
         """Register full blocks start..end-1 of a sequence in the prefix cache (BlockStored for new ones);
         `media` maps a block index to the media content hashes mixed into its hash (block_hash.block_media)."""
         if not self.enable_prefix_caching:
@@ -179,7 +179,7 @@ class KvManager:
             mm = media.get(i) if media else None
             self.blk_media[b] = mm
             if ev is None:
-                ev = BlockStored([h], parent, list(toks), bs)
+                ev = BlockStored([h], parent, list(toks), bs, lora_name)
                 if mm:
                     ev.media_hashes = [list(mm)]
                 self.events.append(ev)

@@ -71,6 +71,12 @@ MOCKER_OPTIONS: list[Option] = [
     Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
     *DISAGG_OPTIONS,
     *MEDIA_INPUT_OPTIONS,
+    Option("enable_lora", bool, True, "serve LoRA adapters (load_lora / EngineRequest.lora_name)", _G),
+    Option("max_loras", int, 1, "LoRA adapters held in GPU slots at once; a request whose adapter is not in a slot "
+           "waits for one no running request uses and pays --lora-load-ms (a swap)", _G, min=1),
+    Option("max_lora_rank", int, 16, "largest adapter rank load_lora accepts", _G, min=1),
+    Option("lora_load_ms", float, 20.0, "simulated time to swap an adapter into a GPU slot (divided by "
+           "--speedup-ratio; 0 = free)", _G, min=0.0),
     Option("embedding_dim", int, 384, "embedding models (--model-kind embedding): length of the vectors", _G, min=1),
     Option("embedding_matryoshka", bool, True,
            "embedding models: allow the `dimensions` request field (truncate + renormalise)", _G),
@@ -80,6 +86,7 @@ MOCKER_OPTIONS: list[Option] = [
 EMBEDDING_ONLY_OPTIONS = ("embedding_dim", "embedding_matryoshka")
 CHAT_ONLY_OPTIONS = ("enable_prefix_caching", "enable_chunked_prefill", "watermark", "mocker_output",
                      "mocker_fail_after", "mocker_fault_instances", "mocker_crash_duration",
+                     "enable_lora", "max_loras", "max_lora_rank", "lora_load_ms",
                      *(o.name for o in DISAGG_OPTIONS), *(o.name for o in MEDIA_INPUT_OPTIONS))
 
 _M = "media: mocker"

@@ -222,7 +222,7 @@ class Scheduler:
             if caching and c >= (seq.num_cached_blocks + 1) * bs:
                 full = c // bs
                 kv.commit(seq.blocks, seq.ensure_hashes(full, bs), seq.tokens, seq.num_cached_blocks, full,
-                          seq.media)
+                          seq.media, seq.request.lora_name)
                 seq.num_cached_blocks = full
             if c < len(seq.tokens):
                 continue  # a prefill chunk that did not reach the end of the prompt

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 
-from dynamo_mono.block_hash import MediaSpan, block_hash, block_hashes, block_media
+from dynamo_mono.block_hash import MediaSpan, block_hash, block_hashes, block_media, lora_seed
 from dynamo_mono.engine import EngineRequest
 from mocker.outputs import TokenSource
 
@@ -21,7 +21,7 @@ class Sequence:
         "pos", "generated", "max_tokens", "min_tokens", "priority", "arrival", "source", "stop_ids",
         "eos_id", "eos_pos", "pending", "pending_pos", "finish", "stop_token_id", "error", "waiter",
         "cached_tokens", "status", "fail_after", "slow_prefill", "dp_rank", "first_sent", "logprobs",
-        "media", "encoded",
+        "media", "encoded", "seed",
     )
 
     def __init__(self, request: EngineRequest, source: TokenSource, *, block_size: int, prefix_caching: bool,
@@ -37,13 +37,14 @@ class Sequence:
         spans = [MediaSpan(m.content_hash, m.start, m.length) for m in request.media]
         if spans:
             self.media = block_media((self.prompt_len + block_size - 1) // block_size, block_size, spans)
+        self.seed = lora_seed(request.lora_name)  # an adapter's blocks live in their own hash space
         given = request.block_hashes  # the frontend's, when it hashed with this block size
         if not prefix_caching:
             self.hashes: list[int] = []
         elif given is not None and len(given) == self.prompt_len // block_size:
             self.hashes = list(given)
         else:
-            self.hashes = block_hashes(self.tokens, block_size, media=spans)
+            self.hashes = block_hashes(self.tokens, block_size, media=spans, seed=self.seed)
         self.blocks: list[int] = []
         self.num_computed = 0
         self.num_cached_blocks = 0
@@ -90,7 +91,7 @@ class Sequence:
         while len(hashes) < n_full:
             i = len(hashes)
             hashes.append(block_hash(hashes[-1] if i else None, tokens[i * block_size:(i + 1) * block_size],
-                                     media.get(i, ()) if media else ()))
+                                     media.get(i, ()) if media else (), self.seed))
         return hashes
 
     def advance(self) -> bool:

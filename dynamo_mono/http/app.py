@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dynamo_mono.http import embeddings_routes, media_routes, openai_routes, responses_routes, system_routes
+from dynamo_mono.http import (embeddings_routes, lora_routes, media_routes, openai_routes, responses_routes,
+                              system_routes)
 from dynamo_mono.http.middleware import (add_response_headers, draining, errors, make_auth, make_cors,
                                          request_ids)
 from dynamo_mono.http.state import STATE, ServerState
@@ -24,6 +25,7 @@ def create_app(state: ServerState) -> web.Application:
     openai_routes.add_routes(app)
     responses_routes.add_routes(app)
     embeddings_routes.add_routes(app)
+    lora_routes.add_routes(app)
     media_routes.add_routes(app, MediaStore(s.media_output_fs_url, s.media_output_http_url,
                                             retention_s=s.media_retention_seconds,
                                             max_bytes=s.media_max_stored_bytes))

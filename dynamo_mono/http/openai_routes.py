@@ -317,8 +317,11 @@ class CompletionStream:
 
 # --- models ----------------------------------------------------------------------------------
 def _model_obj(m: ServedModel) -> dict:
-    return {"id": m.name, "object": "model", "created": m.created, "owned_by": "dynamo-mono", "kind": m.kind,
-            "max_model_len": m.max_model_len}
+    obj = {"id": m.name, "object": "model", "created": m.created, "owned_by": "dynamo-mono", "kind": m.kind,
+           "max_model_len": m.max_model_len}
+    if m.parent is not None:  # a LoRA adapter (vLLM's shape: parent = the base model)
+        obj["parent"] = m.parent.name
+    return obj
 
 
 async def list_models(request: web.Request) -> web.Response:

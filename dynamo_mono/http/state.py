@@ -26,6 +26,7 @@ class ServerState:
     admission: Any = None  # serving.admission.AdmissionQueue over all models
     media_fetcher: Any = None  # media.fetch.MediaFetcher: the guarded fetcher of client-named URLs
     media_input: Any = None  # serving.media_input.MediaInput: fetch + decode + cache of chat requests' media
+    loras: Any = None  # lora.manager.LoraManager: the LoRA adapters served as models beside their base models
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0

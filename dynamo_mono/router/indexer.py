@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from dynamo_mono.block_hash import block_hash, block_hashes
+from dynamo_mono.block_hash import SEED, block_hash, block_hashes, lora_seed
 from dynamo_mono.engine import InstanceKey
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
 
@@ -275,14 +275,15 @@ class KvIndexer:
             if parent is None:
                 self._drop(st, "BlockStored whose parent block is not indexed")
                 return
+        seed = lora_seed(ev.lora_name) if ev.lora_name else SEED  # an adapter's blocks: its own hash space
         if ev.media_hashes:
             local = []
             mm = ev.media_hashes
             for b in range(len(hashes)):
-                parent = block_hash(parent, tokens[b * bs:(b + 1) * bs], mm[b] if b < len(mm) else ())
+                parent = block_hash(parent, tokens[b * bs:(b + 1) * bs], mm[b] if b < len(mm) else (), seed)
                 local.append(parent)
         else:
-            local = block_hashes(tokens, bs, parent)
+            local = block_hashes(tokens, bs, parent, seed=seed)
         ext2local = st.ext2local
         for e, h in zip(hashes, local):
             ext2local[e] = h
@@ -293,7 +294,8 @@ class KvIndexer:
         if len(ev.token_ids) < bs:
             return True
         media = ev.media_hashes[0] if ev.media_hashes else ()
-        return block_hash(ev.parent_block_hash, ev.token_ids[:bs], media) == ev.block_hashes[0]
+        seed = lora_seed(ev.lora_name) if ev.lora_name else SEED
+        return block_hash(ev.parent_block_hash, ev.token_ids[:bs], media, seed) == ev.block_hashes[0]
 
     def _drop(self, st: _InstanceState, why: str) -> None:
         self.dropped_events += 1

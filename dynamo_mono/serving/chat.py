@@ -101,7 +101,7 @@ class ChatPipeline:
                    template_kwargs: dict | None = None, parse: bool = True) -> Generation:
         max_tokens = model.resolve_max_tokens(len(prompt.token_ids), p, self.state.settings.max_tokens_limit)
         reqs = engine_requests(request_id, model.name, prompt.token_ids, prompt.block_hashes, p, max_tokens,
-                               model.info.eos_token_ids, prompt.media)
+                               model.info.eos_token_ids, prompt.media, lora_name=model.lora_name)
         states = []
         for i in range(p.n):
             parser = None

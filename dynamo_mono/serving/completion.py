@@ -53,7 +53,7 @@ async def completion_generation(state: Any, model: ServedModel, prompts: list[st
         prompt_tokens += len(ids)
         max_tokens = model.resolve_max_tokens(len(ids), params, s.max_tokens_limit)
         sub = engine_requests(f"{rid}-p{pi}" if len(prompts) > 1 else rid, model.name, ids, prompt.block_hashes,
-                              params, max_tokens, model.info.eos_token_ids)
+                              params, max_tokens, model.info.eos_token_ids, lora_name=model.lora_name)
         for ci, r in enumerate(sub):
             reqs.append(r)
             states.append(ChoiceState(pi * params.n + ci, model.tokenizer, stops=params.stop,

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynamo_mono.block_hash import MediaSpan, block_hashes
+from dynamo_mono.block_hash import SEED, MediaSpan, block_hashes
 from dynamo_mono.engine import MediaItem
 from dynamo_mono.preprocess.chat_template import TemplateError
 from dynamo_mono.preprocess.model_dir import ModelInfo
@@ -43,8 +43,13 @@ class ServedModel:
 
     `kind` is chat | embedding | image | video | audio; `configured` models come from the CLI / config file
     (the others are brought by remote workers and leave with them). The explicit parsers are the operator's
-    choice; without one, the parser the instances announce in their cards applies.
+    choice; without one, the parser the instances announce in their cards applies. A LoRA adapter is a
+    subclass (lora.model.LoraModel) with `lora_name` and `parent` set.
     """
+
+    lora_name: str | None = None  # the adapter requests of this model generate with (EngineRequest.lora_name)
+    parent: "ServedModel | None" = None  # an adapter's base model
+    hash_seed: int = SEED  # block-hash seed of its prompts (block_hash.lora_seed for an adapter)
 
     def __init__(self, name: str, info: ModelInfo, pool: InstancePool, *, kind: str = "chat",
                  configured: bool = True, reasoning_parser: str | None = None, tool_call_parser: str | None = None,
@@ -120,7 +125,7 @@ class ServedModel:
         """The prompt with its block hashes (each media item's content hash mixed into the blocks it covers)."""
         t0 = time.perf_counter()
         spans = [MediaSpan(m.content_hash, m.start, m.length) for m in media] if media else ()
-        hashes = block_hashes(token_ids, self.block_size, media=spans)
+        hashes = block_hashes(token_ids, self.block_size, media=spans, seed=self.hash_seed)
         self.pool.router.observe_block_hashing_ms((time.perf_counter() - t0) * 1000.0)
         return Prompt(token_ids, hashes, text, list(media or ()))
 

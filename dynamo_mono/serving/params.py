@@ -115,7 +115,7 @@ _ENGINE_SEQ = itertools.count(1)
 
 def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_hashes: list[int],
                     p: GenParams, max_tokens: int, eos_token_ids: list[int],
-                    media: list[MediaItem] | None = None) -> list[EngineRequest]:
+                    media: list[MediaItem] | None = None, lora_name: str | None = None) -> list[EngineRequest]:
     """One EngineRequest per choice (the frontend fans out n), with server-unique ids.
 
     `request_id` comes from the client (x-request-id, body `request_id`), which may reuse one across
@@ -138,6 +138,6 @@ def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_ha
             worker_id=p.worker_id, dp_rank=p.dp_rank, block_hashes=block_hashes,
             expected_output_tokens=p.expected_output_tokens,
             annotations=list(p.annotations), tools=p.tools, tool_choice=p.tool_choice, choice_index=i,
-            media=list(media or ()),
+            media=list(media or ()), lora_name=lora_name,
         ))
     return out

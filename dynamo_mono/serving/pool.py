@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator
 
-from dynamo_mono.block_hash import block_hashes
+from dynamo_mono.block_hash import block_hashes, lora_seed
 from dynamo_mono.engine import (
     EmbeddingOutput,
     EmbeddingRequest,
@@ -382,7 +382,8 @@ class InstancePool:
         if not prefill or not decode:
             return None
         bs = self.router.block_size
-        hashes = req.block_hashes if req.block_hashes is not None else block_hashes(req.token_ids, bs)
+        hashes = req.block_hashes if req.block_hashes is not None else block_hashes(
+            req.token_ids, bs, seed=lora_seed(req.lora_name))
         if self.conditional_disagg:
             overlaps = self.router.find_matches(hashes)
             cached = max((overlaps.get(k, 0) for k in decode), default=0) * bs
@@ -445,7 +446,8 @@ class InstancePool:
         dp_rank = original.dp_rank if original.worker_id is None else None
         return replace(original, token_ids=token_ids, stop=stop,
                        resumed_output_tokens=original.resumed_output_tokens + k, worker_id=None,
-                       dp_rank=dp_rank, block_hashes=block_hashes(token_ids, self.router.block_size),
+                       dp_rank=dp_rank, block_hashes=block_hashes(token_ids, self.router.block_size,
+                                                                  seed=lora_seed(original.lora_name)),
                        kv_export_key=None, kv_transfer=kv_transfer)
 
     async def _route(self, current, priority: int) -> tuple[Instance, Any, Any]:
