@@ -81,8 +81,12 @@ async def load_lora(request: web.Request) -> web.Response:
 
 
 async def list_loras(request: web.Request) -> web.Response:
-    loras = request.app[STATE].loras.list()
-    return json_response({"status": "success", "loras": loras, "count": len(loras)})
+    manager = request.app[STATE].loras
+    loras = manager.list()
+    # Beyond Dynamo's shape: where each adapter is loaded and routed (its replica set's worker ids).
+    return json_response({"status": "success", "loras": loras, "count": len(loras),
+                          "instances": {a.name: sorted({k[0] for k in a.model.pool.keys})
+                                        for a in manager.adapters.values()}})
 
 
 async def unload_lora(request: web.Request) -> web.Response:

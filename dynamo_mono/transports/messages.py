@@ -27,7 +27,9 @@ from dynamo_mono.media.contract import MediaFile, MediaOutput, MediaProgress, Me
 #    tokenizer files); GenerateMedia / MediaStep / MediaChunk / MediaDone messages.
 # 5: media input of chat models: EngineRequest.media (MediaItem arrays as (dtype, shape, bytes)), ModelCard
 #    media_input (MediaTokens), BlockStored media hashes, LoadMetrics embedding-cache counts; `multimodal` gone.
-PROTOCOL_VERSION = 5
+# 6: LoRA: ModelCard supports_lora / max_loras / max_lora_rank, EngineRequest.lora_name, LoadLora / UnloadLora
+#    answered by LoraDone or StreamFailed.
+PROTOCOL_VERSION = 6
 
 # Media results cross the worker link in chunks of at most this many bytes (one frame each), never as one frame:
 # a video of tens of MB stays under --max-frame-size and interleaves with the other streams' frames.
@@ -166,6 +168,31 @@ class MediaDone(msgspec.Struct, tag=True, array_like=True):
     extra: dict[str, float] = {}
 
 
+class LoadLora(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: load adapter `name` on instance from its files (file name -> bytes, the adapter directory's
+    top level: the worker cannot read the server's disk); answered by LoraDone or StreamFailed on `stream`."""
+
+    stream: int
+    instance: int
+    name: str
+    lora_id: int
+    files: dict[str, bytes]
+
+
+class UnloadLora(msgspec.Struct, tag=True, array_like=True):
+    """Server → worker: unload adapter `name` from instance; answered by LoraDone or StreamFailed on `stream`."""
+
+    stream: int
+    instance: int
+    name: str
+
+
+class LoraDone(msgspec.Struct, tag=True, array_like=True):
+    """Worker → server: the LoadLora / UnloadLora on `stream` succeeded."""
+
+    stream: int
+
+
 class StreamFailed(msgspec.Struct, tag=True, array_like=True):
     """Worker → server: the engine raised; the server turns this into an EngineError."""
 
@@ -201,7 +228,8 @@ class SnapshotRequest(msgspec.Struct, tag=True, array_like=True):
 
 
 Message = Union[Register, Registered, Refused, Heartbeat, Load, Generate, Output, StreamFailed, Abort, KvEvents,
-                Snapshot, SnapshotRequest, Embed, Embedded, GenerateMedia, MediaStep, MediaChunk, MediaDone]
+                Snapshot, SnapshotRequest, Embed, Embedded, GenerateMedia, MediaStep, MediaChunk, MediaDone,
+                LoadLora, UnloadLora, LoraDone]
 
 # dtypes of MediaItem arrays (images and video uint8, audio float32); anything else is refused on decode.
 _ARRAY_DTYPES = frozenset({"|u1", "<f4"})

@@ -16,10 +16,11 @@ import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.serving.errors import InvalidRequest
-from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest
+from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest, LoraAdapter
 from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.model_spec import spec_from_settings
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
+from dynamo_mono.worker.lora_files import LoraFiles
 from dynamo_mono.worker.model_files import pack_model_files
 from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FramedConnection
@@ -63,6 +64,7 @@ class Worker:
         self.model_files: m.ModelFiles | None = None
         self.stopping = asyncio.Event()
         self.tasks: dict[int, asyncio.Task] = {}
+        self.lora_files = LoraFiles()
 
     async def start_engines(self) -> None:
         s = self.settings
@@ -196,6 +198,11 @@ class Worker:
                             self._media(conn, msg.stream, self.engines[msg.instance], msg.request))
                     else:
                         conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
+                elif t is m.LoadLora or t is m.UnloadLora:
+                    if 0 <= msg.instance < len(self.engines):
+                        self.tasks[msg.stream] = loop.create_task(self._lora(conn, msg))
+                    else:
+                        conn.send_nowait(m.encode(m.StreamFailed(msg.stream, f"no instance {msg.instance}", False)))
                 elif t is m.Abort:
                     task = self.tasks.pop(msg.stream, None)
                     if task is not None:
@@ -272,8 +279,38 @@ class Worker:
         finally:
             self.tasks.pop(sid, None)
 
+    async def _lora(self, conn: FramedConnection, msg: m.LoadLora | m.UnloadLora) -> None:
+        """Load (files written to a local directory first) or unload an adapter on one instance."""
+        sid = msg.stream
+        engine = self.engines[msg.instance]
+        try:
+            if not getattr(engine.model_card(), "supports_lora", False) or not hasattr(engine, "load_lora"):
+                raise EngineError("this instance's engine does not serve LoRA adapters", retryable=False)
+            if type(msg) is m.LoadLora:
+                try:
+                    path = await asyncio.get_running_loop().run_in_executor(
+                        None, self.lora_files.write, msg.instance, msg.name, msg.lora_id, msg.files)
+                except (ValueError, OSError) as exc:
+                    raise EngineError(f"cannot store adapter files: {exc}", retryable=False) from None
+                await engine.load_lora(LoraAdapter(msg.name, msg.lora_id, path))
+            else:
+                await engine.unload_lora(msg.name)
+                self.lora_files.remove(msg.instance, msg.name, None)
+            await conn.send(m.encode(m.LoraDone(sid)))
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            return
+        except Exception as exc:
+            retryable = exc.retryable if isinstance(exc, EngineError) else True
+            with contextlib.suppress(ConnectionError):
+                conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+        finally:
+            self.tasks.pop(sid, None)
+
     async def stop_engines(self) -> None:
         await stop_all(self.engines)
+        self.lora_files.close()
 
 
 async def run_worker(settings: Settings, plugins: Any) -> int:

@@ -4,6 +4,7 @@ local engine."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import AsyncIterator
 
 from dynamo_mono.engine import (
@@ -14,6 +15,7 @@ from dynamo_mono.engine import (
     EngineRequest,
     KvEventSink,
     LoadMetrics,
+    LoraAdapter,
     ModelCard,
 )
 from dynamo_mono.kv_events import KvEventBatch
@@ -37,6 +39,7 @@ class RemoteEngine:
         self.loads: list[LoadMetrics] = [LoadMetrics(dp_rank=r, kv_total_blocks=card.total_kv_blocks or 0)
                                          for r in range(card.dp_size)]
         self.worker_healthy = True
+        self.loras: set[str] = set()
 
     async def start(self) -> None:  # the worker started it
         return None
@@ -58,6 +61,49 @@ class RemoteEngine:
 
     def load_metrics(self) -> list[LoadMetrics]:
         return self.loads
+
+    # --- LoRA: the adapter's files travel with the LoadLora (the worker cannot read the server's disk) ---------
+    async def load_lora(self, adapter: LoraAdapter) -> None:
+        files = await asyncio.get_running_loop().run_in_executor(None, _read_adapter_files, adapter.path)
+        await self._lora_call(adapter.name, lambda sid: m.LoadLora(sid, self.instance, adapter.name, adapter.lora_id,
+                                                                   files))
+        self.loras.add(adapter.name)
+
+    async def unload_lora(self, name: str) -> None:
+        self.loras.discard(name)
+        if self.session.alive:
+            await self._lora_call(name, lambda sid: m.UnloadLora(sid, self.instance, name))
+
+    def list_loras(self) -> list[str]:
+        return sorted(self.loras)
+
+    async def _lora_call(self, name: str, make) -> None:
+        session = self.session
+        if not session.alive:
+            raise EngineError(f"worker {session.name} is disconnected")
+        sid, stream = session.open_stream(f"lora:{name}")
+        finished = False
+        try:
+            try:
+                session.send_nowait(make(sid))
+            except FrameTooLarge as exc:
+                finished = True
+                raise EngineError(f"adapter '{name}' is too large for the worker link (raise --max-frame-size on "
+                                  f"server and worker): {exc}", retryable=False) from None
+            loop = asyncio.get_running_loop()
+            while not stream.items:
+                fut = loop.create_future()
+                stream.waiter = fut
+                await fut
+            item = stream.items.popleft()
+            finished = True
+            if type(item) is not m.LoraDone:
+                raise EngineError(item.message, retryable=item.retryable)
+        except ConnectionError as exc:
+            finished = True
+            raise EngineError(f"worker {session.name}: {exc}") from None
+        finally:
+            session.close_stream(sid, abort=not finished)
 
     async def abort(self, request_id: str) -> None:
         for sid in self.session.streams_of(request_id):
@@ -177,3 +223,14 @@ class RemoteEngine:
             raise EngineError(f"worker {session.name}: {exc}") from None
         finally:
             session.close_stream(sid, abort=not finished)
+
+
+def _read_adapter_files(path: str) -> dict[str, bytes]:
+    """The regular files at the top level of an adapter directory (adapter_config.json, weights, tokenizer)."""
+    out = {}
+    for entry in sorted(os.listdir(path)):
+        full = os.path.join(path, entry)
+        if os.path.isfile(full):
+            with open(full, "rb") as f:
+                out[entry] = f.read()
+    return out

@@ -92,7 +92,7 @@ class WorkerSession:
                 msg = decode(frame)
                 t = type(msg)
                 if t is m.Output or t is m.StreamFailed or t is m.Embedded or t is m.MediaChunk or \
-                        t is m.MediaStep or t is m.MediaDone:
+                        t is m.MediaStep or t is m.MediaDone or t is m.LoraDone:
                     s = streams.get(msg.stream)
                     if s is not None:
                         s.push(msg)

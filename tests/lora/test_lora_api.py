@@ -27,7 +27,9 @@ async def test_round_trip(client, adapter) -> None:
     assert body == {"status": "success", "message": "LoRA adapter 'a1' loaded successfully", "lora_name": "a1",
                     "lora_id": body["lora_id"]}
     r = await client.get("/v1/loras")
-    assert await r.json() == {"status": "success", "loras": {"a1": body["lora_id"]}, "count": 1}
+    listed = await r.json()
+    assert listed["loras"] == {"a1": body["lora_id"]} and listed["count"] == 1 and listed["status"] == "success"
+    assert len(listed["instances"]["a1"]) == 2
     models = {m["id"]: m for m in (await (await client.get("/v1/models")).json())["data"]}
     assert models["a1"]["parent"] == MODEL and "parent" not in models[MODEL]
     r = await _chat(client, "a1")
