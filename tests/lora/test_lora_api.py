@@ -40,6 +40,9 @@ async def test_round_trip(client, adapter) -> None:
     r = await client.post("/v1/messages", json={"model": "a1", "max_tokens": 2,
                                                  "messages": [{"role": "user", "content": "hi"}]})
     assert r.status == 200, await r.text()
+    r = await client.post("/v1/responses", json={"model": "a1", "input": "hi", "max_output_tokens": 2})
+    assert r.status == 200, await r.text()
+    assert (await r.json())["model"] == "a1"
     metrics = await (await client.get("/metrics")).text()
     assert 'model="a1"' in metrics
     r = await client.delete("/v1/loras/a1")
