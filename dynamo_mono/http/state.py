@@ -53,8 +53,9 @@ class ServerState:
         return next(self._worker_ids)
 
     def ready(self) -> bool:
-        """Every configured model has a ready instance (models that only workers bring do not count)."""
-        configured = [m for m in self.models.values() if m.configured]
+        """Every configured model has a ready instance (models that only workers bring, and LoRA adapters, do not
+        count)."""
+        configured = [m for m in self.models.values() if m.configured and m.parent is None]
         return bool(configured) and all(m.pool.ready_instances() for m in configured)
 
 

@@ -16,6 +16,8 @@ def _instances(state: ServerState) -> list[dict]:
     now = time.monotonic()
     out = []
     for m in state.models.values():
+        if m.parent is not None:  # an adapter: its instances are its base model's, listed there
+            continue
         load = m.pool.router.load()
         for inst in m.pool.instances.values():
             usable = inst.usable(now)
@@ -31,8 +33,9 @@ async def health(request: web.Request) -> web.Response:
     ready = state.ready() and not state.draining
     now = time.monotonic()
     models = [{"name": m.name, "kind": m.kind, "configured": m.configured,
-               "instances": [i.worker_id for i in m.pool.instances.values()],
-               "ready_instances": [i.worker_id for i in m.pool.instances.values() if i.usable(now)]}
+               "instances": [i.worker_id for i in m.pool.serving_instances()],
+               "ready_instances": [i.worker_id for i in m.pool.serving_instances() if i.usable(now)],
+               **({"parent": m.parent.name} if m.parent is not None else {})}
               for m in state.models.values() if m.configured or m.pool.instances]
     body = {"status": "healthy" if ready else "unhealthy", "ready": ready, "draining": state.draining,
             "uptime_s": round(now - state.started_at, 3), "inflight": state.inflight,
@@ -46,7 +49,7 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    configured = [m for m in state.models.values() if m.configured]
+    configured = [m for m in state.models.values() if m.configured and m.parent is None]
     missing = [m.name for m in configured if not m.pool.ready_instances()]
     if state.draining or not configured or missing:
         reason = "draining" if state.draining else ("no models" if not configured else
@@ -70,7 +73,9 @@ def refresh_engine_gauges(state: ServerState) -> None:
         m.model_ready.labels(model.name).set(1 if ready else 0)
         m.model_instances.labels(model.name).set(sum(i.card.dp_size for i in ready))
         m.model_total_kv_blocks.labels(model.name).set(
-            sum((i.card.total_kv_blocks or 0) * i.card.dp_size for i in model.pool.instances.values()))
+            sum((i.card.total_kv_blocks or 0) * i.card.dp_size for i in model.pool.serving_instances()))
+        if model.parent is not None:  # an adapter: the per-instance gauges are its base model's
+            continue
         for inst in model.pool.instances.values():
             for lm in inst.engine.load_metrics():
                 lbl = (model.name, str(inst.worker_id), str(lm.dp_rank))

@@ -53,6 +53,10 @@ class LoraPool(InstancePool):
         allowed = [k for k in allowed if k in keys]
         return (pinned if pinned in keys else None), allowed
 
+    def serving_instances(self):
+        workers = {k[0] for k in self.keys}
+        return [i for i in self.instances.values() if i.worker_id in workers]
+
     def ready_instances(self):
         workers = {k[0] for k in self.keys}
         return [i for i in super().ready_instances() if i.worker_id in workers]

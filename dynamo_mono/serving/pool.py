@@ -152,6 +152,10 @@ class InstancePool:
                 self.router.remove_instance(key)
         return inst
 
+    def serving_instances(self) -> list[Instance]:
+        """The instances this pool routes to (all of them; an adapter's pool: its replica set)."""
+        return list(self.instances.values())
+
     def ready_instances(self) -> list[Instance]:
         now = time.monotonic()
         return [i for i in self.instances.values() if i.usable(now)]

@@ -101,3 +101,13 @@ async def test_restart_with_lora_modules_restores(make_client, adapter) -> None:
     assert (await (await client.get("/v1/loras")).json())["count"] == 2
     r = await client.post("/v1/completions", json={"model": "a2", "prompt": "hi", "max_tokens": 1})
     assert r.status == 200
+
+
+async def test_health_lists_adapter_replicas_once(make_client, adapter) -> None:
+    client = await make_client(num_instances=3, lora_replica_factor=1)
+    await _load(client, "a1", adapter("a1"))
+    body = await (await client.get("/health")).json()
+    assert len(body["instances"]) == 3  # the base model's instances, not repeated for the adapter
+    a1 = next(m for m in body["models"] if m["name"] == "a1")
+    assert a1["parent"] == MODEL and len(a1["instances"]) == 1
+    assert (await client.get("/ready")).status == 200
