@@ -163,9 +163,20 @@ async def test_load_while_serving_and_unload_waits_for_streams(client, adapter) 
     await _load(client, "a1", adapter("a1"))
     st = state_of(client)
     pool = st.models["a1"].pool
-    # A stream of the adapter is running (its first chunk arrived) when the unload starts.
+    gate = asyncio.Event()  # holds the adapter's stream after its first output, whatever the machine's speed
+    for inst in st.models[MODEL].pool.instances.values():
+        orig = inst.engine.generate
+
+        async def held(req, _orig=orig):
+            first = True
+            async for out in _orig(req):
+                yield out
+                if first and req.lora_name == "a1":
+                    first = False
+                    await gate.wait()
+        inst.engine.generate = held
     resp = await client.post("/v1/chat/completions", json={
-        "model": "a1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "stream": True,
+        "model": "a1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20, "stream": True,
         "ignore_eos": True})
     assert resp.status == 200
     await resp.content.readline()
@@ -173,11 +184,14 @@ async def test_load_while_serving_and_unload_waits_for_streams(client, adapter) 
     # Loading another adapter while it serves.
     assert (await _load(client, "a2", adapter("a2"))).status == 200
     unload = asyncio.ensure_future(client.delete("/v1/loras/a1"))
-    while "a1" in st.models:  # out of routing first
+    while "a1" in st.models:  # out of routing first (the hang guard is the test timeout)
         await asyncio.sleep(0)
     assert (await _chat(client, "a1")).status == 404
-    assert not unload.done()
+    assert not unload.done()  # waiting for the held stream
+    assert all(i.engine.list_loras() for i in st.models[MODEL].pool.instances.values())
+    gate.set()
     body = await resp.text()  # the stream finishes whole
-    assert body.rstrip().endswith("data: [DONE]")
+    assert body.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in body
     r = await unload
     assert r.status == 200
+    assert all(i.engine.list_loras() == ["a2"] for i in st.models[MODEL].pool.instances.values())
