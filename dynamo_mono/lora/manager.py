@@ -181,11 +181,25 @@ class LoraManager:
                 adapter = self.adapters.get(name)
                 if adapter is None:
                     continue
+                self._rebind(adapter)
                 pool = adapter.model.pool
                 self.estimator.sample(name, pool.active)
                 n_keys = sum(i.card.dp_size for i in adapter.parent.pool.instances.values() if i.card.supports_lora)
                 adapter.factor = self.estimator.decide(name, adapter.factor, len(pool.keys), n_keys)
                 await self._place(adapter)
+
+    def _rebind(self, adapter: Adapter) -> None:
+        """A base model brought by workers leaves with its last worker and comes back as a new ServedModel when
+        one rejoins: move the adapter onto the new one (its engines know nothing of the adapter yet)."""
+        old = adapter.parent
+        now = self.state.models.get(old.name)
+        if now is old or now is None or now.kind != "chat" or now.parent is not None:
+            return
+        model = LoraModel(adapter.name, now)
+        adapter.model = model
+        adapter.loaded = set()
+        self.state.models[adapter.name] = model
+        log.info("adapter %s follows model %s, served anew", adapter.name, now.name)
 
     async def _place(self, adapter: Adapter) -> None:
         keys = self.placement(adapter.name, adapter.parent, adapter.factor)

@@ -111,3 +111,24 @@ async def test_health_lists_adapter_replicas_once(make_client, adapter) -> None:
     a1 = next(m for m in body["models"] if m["name"] == "a1")
     assert a1["parent"] == MODEL and len(a1["instances"]) == 1
     assert (await client.get("/ready")).status == 200
+
+
+async def test_adapter_follows_a_base_model_served_anew(make_client, adapter) -> None:
+    from dynamo_mono.serving.models import new_served_model
+
+    client = await make_client(num_instances=2)
+    st = state_of(client)
+    await _load(client, "a1", adapter("a1"))
+    old = st.models[MODEL]
+    # The base model leaves (as a worker-announced model does with its last worker) and is served again.
+    fresh = new_served_model(st, old.info, kind="chat", reasoning_parser=None, tool_call_parser=None,
+                             configured=False)
+    for inst in list(old.pool.instances.values()):
+        old.pool.remove(inst.worker_id)
+        await inst.engine.unload_lora("a1")  # a new engine process knows no adapters
+        fresh.add_instance(inst)
+    st.models[MODEL] = fresh
+    await st.loras.reconcile()
+    assert st.models["a1"].parent is fresh and len(st.loras.adapters["a1"].loaded) == 2
+    r = await client.post("/v1/completions", json={"model": "a1", "prompt": "hi", "max_tokens": 1})
+    assert r.status == 200, await r.text()
