@@ -152,6 +152,7 @@ async def serve(settings: Settings, plugins: Any) -> None:
         if workers is not None:
             await workers.stop()
         await runner.cleanup()
+        await state.loras.stop()
         await stop_engines(state)
         raise
     scheme = "https" if ssl_context else "http"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -389,8 +390,26 @@ class MockerEngine:
             return request.dp_rank
         return min(range(self.dp_size), key=lambda r: self.embedders[r].running + self.embedders[r].waiting)
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Stream outputs: at most one EngineOutput per engine step, tokens batched."""
+        if request.lora_name is None:
+            return self._generate(request)
+        return self._generate_lora(request, request.lora_name)
+
+    async def _generate_lora(self, request: EngineRequest, lora: str) -> AsyncIterator[EngineOutput]:
+        """An adapter's request holds a GPU slot from before it is scheduled until it ends: a miss waits for a free
+        slot and pays the swap time, so placement shows in TTFT."""
+        if not self.lora_enabled:
+            raise EngineError("mocker: LoRA is off (--enable-lora false)", retryable=False)
+        await self.loras.acquire(lora)
+        try:
+            async with contextlib.aclosing(self._generate(request)) as gen:
+                async for out in gen:
+                    yield out
+        finally:
+            self.loras.release(lora)
+
+    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         if self.kind != "chat":
             raise EngineError("mocker: this instance serves an embedding model; it does not generate",
                               retryable=False)
@@ -419,89 +438,80 @@ class MockerEngine:
         if problem is not None:  # the request itself: no other instance would do better
             raise EngineError(problem, retryable=False)
 
-        lora = request.lora_name
-        if lora is not None:
-            if not self.lora_enabled:
-                raise EngineError("mocker: LoRA is off (--enable-lora false)", retryable=False)
-            await self.loras.acquire(lora)  # waits for a slot; a miss pays the swap time (TTFT shows placement)
+        k = max(0, min(request.resumed_output_tokens, len(request.token_ids) - 1))
+        original = request.token_ids[:-k] if k else request.token_ids
+        seed = request_seed(request, original)
+        transfer = request.kv_transfer
+        if transfer is not None and self.disagg is not None and self.prefix_caching:
+            await self._pull_kv(rank, transfer, original, request.media)
+        fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
+        self._arrival += 1
+        seq = Sequence(
+            request, self._source(request, seed, original),
+            block_size=self.block_size, prefix_caching=self.prefix_caching, arrival=self._arrival,
+            migrated=k, eos_ids=self.args.eos_token_ids, fail_after=fail_after,
+            slow_prefill=faults.slow_prefill if faults is not None else 1.0, dp_rank=rank,
+        )
+        if self.args.max_model_len:
+            seq.max_tokens = min(seq.max_tokens, max(0, self.args.max_model_len - seq.prompt_len))
+        if seq.max_tokens <= 0 and seq.finish is None:
+            seq.finish = "length"
+        if seq.finish is not None:
+            seq.status = FINISHED
+        else:
+            self.ranks[rank].add(seq)
+            self.requests.setdefault(seq.rid, []).append(seq)
+            if self.tasks[rank] is None:
+                self.tasks[rank] = asyncio.get_running_loop().create_task(self._run(rank))
+        seed_lp = seed
         try:
-            k = max(0, min(request.resumed_output_tokens, len(request.token_ids) - 1))
-            original = request.token_ids[:-k] if k else request.token_ids
-            seed = request_seed(request, original)
-            transfer = request.kv_transfer
-            if transfer is not None and self.disagg is not None and self.prefix_caching:
-                await self._pull_kv(rank, transfer, original, request.media)
-            fail_after = faults.fail_after if faults is not None and faults.fail_after is not None else self.faults.fail_after
-            self._arrival += 1
-            seq = Sequence(
-                request, self._source(request, seed, original),
-                block_size=self.block_size, prefix_caching=self.prefix_caching, arrival=self._arrival,
-                migrated=k, eos_ids=self.args.eos_token_ids, fail_after=fail_after,
-                slow_prefill=faults.slow_prefill if faults is not None else 1.0, dp_rank=rank,
-            )
-            if self.args.max_model_len:
-                seq.max_tokens = min(seq.max_tokens, max(0, self.args.max_model_len - seq.prompt_len))
-            if seq.max_tokens <= 0 and seq.finish is None:
-                seq.finish = "length"
-            if seq.finish is not None:
-                seq.status = FINISHED
-            else:
-                self.ranks[rank].add(seq)
-                self.requests.setdefault(seq.rid, []).append(seq)
-                if self.tasks[rank] is None:
-                    self.tasks[rank] = asyncio.get_running_loop().create_task(self._run(rank))
-            seed_lp = seed
-            try:
-                loop = asyncio.get_running_loop()
-                while True:
-                    if not seq.pending and seq.finish is None:
-                        fut = loop.create_future()
-                        seq.waiter = fut
-                        await fut
-                        continue
-                    toks = seq.pending
-                    if toks:
-                        seq.pending = []
-                    out = EngineOutput(token_ids=toks)
-                    if toks and seq.logprobs is not None:
-                        out.logprobs = self._logprobs(toks, seq.pending_pos, seed_lp, seq.logprobs)
-                    seq.pending_pos += len(toks)
-                    if not seq.first_sent:
-                        seq.first_sent = True
-                        out.prompt_tokens = seq.prompt_len
-                        out.cached_tokens = seq.cached_tokens or 0
-                    fin = seq.finish
-                    if fin is None:
-                        yield out
-                        continue
-                    if fin == "error":
-                        if toks:
-                            yield out
-                            out = EngineOutput()
-                        out.finish_reason = "error"
-                        out.error = seq.error
-                    else:
-                        out.finish_reason = fin
-                        out.stop_token_id = seq.stop_token_id
-                        key = request.kv_export_key
-                        if key is not None and self.disagg is not None and self.disagg.mode == "prefill":
-                            self.disagg.publish(key, self.ranks[rank].kv, seq.hashes[:seq.prompt_len // self.block_size])
+            loop = asyncio.get_running_loop()
+            while True:
+                if not seq.pending and seq.finish is None:
+                    fut = loop.create_future()
+                    seq.waiter = fut
+                    await fut
+                    continue
+                toks = seq.pending
+                if toks:
+                    seq.pending = []
+                out = EngineOutput(token_ids=toks)
+                if toks and seq.logprobs is not None:
+                    out.logprobs = self._logprobs(toks, seq.pending_pos, seed_lp, seq.logprobs)
+                seq.pending_pos += len(toks)
+                if not seq.first_sent:
+                    seq.first_sent = True
+                    out.prompt_tokens = seq.prompt_len
+                    out.cached_tokens = seq.cached_tokens or 0
+                fin = seq.finish
+                if fin is None:
                     yield out
-                    return
-            finally:
-                if seq.status != FINISHED:
-                    self.ranks[rank].remove(seq)
-                lst = self.requests.get(seq.rid)
-                if lst is not None:
-                    try:
-                        lst.remove(seq)
-                    except ValueError:
-                        pass
-                    if not lst:
-                        del self.requests[seq.rid]
+                    continue
+                if fin == "error":
+                    if toks:
+                        yield out
+                        out = EngineOutput()
+                    out.finish_reason = "error"
+                    out.error = seq.error
+                else:
+                    out.finish_reason = fin
+                    out.stop_token_id = seq.stop_token_id
+                    key = request.kv_export_key
+                    if key is not None and self.disagg is not None and self.disagg.mode == "prefill":
+                        self.disagg.publish(key, self.ranks[rank].kv, seq.hashes[:seq.prompt_len // self.block_size])
+                yield out
+                return
         finally:
-            if lora is not None:
-                self.loras.release(lora)
+            if seq.status != FINISHED:
+                self.ranks[rank].remove(seq)
+            lst = self.requests.get(seq.rid)
+            if lst is not None:
+                try:
+                    lst.remove(seq)
+                except ValueError:
+                    pass
+                if not lst:
+                    del self.requests[seq.rid]
 
     async def _pull_kv(self, rank: int, transfer: KvTransferParams, prompt: list[int],
                        media: list[MediaItem]) -> None:
