@@ -46,14 +46,12 @@ async def run(placement: str, a: argparse.Namespace, adapter_dir: str) -> dict:
     app = await build_test_app(get_plugins(), opts)
     state = app[STATE]
     if placement == "random":
-        rnd = random.Random(7)
         keys_of = state.loras.placement
 
         def random_placement(name: str, parent, factor: int) -> list[Key]:
             keys = sorted(keys_of(name, parent, 0))
             return [random.Random(f"{name}:7").choice(keys)] if keys else []
         state.loras.placement = random_placement
-        del rnd
     client = TestClient(TestServer(app))
     await client.start_server()
     upkeep = None
