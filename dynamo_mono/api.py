@@ -111,6 +111,8 @@ __all__ = [
     "EmbeddingOutput",
     "EmbeddingRequest",
     "ENGINE_KINDS",
+    "LoraAdapter",
+    "LoraEngine",
     "MEDIA_KINDS",
     "MODEL_KINDS",
     "MediaLimits",
