@@ -29,6 +29,8 @@ from dynamo_mono.engine import (
     KvEventSink,
     KvTransferParams,
     LoadMetrics,
+    LoraAdapter,
+    LoraEngine,
     MediaItem,
     MediaLimits,
     MediaTokens,
