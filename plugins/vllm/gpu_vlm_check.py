@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dynamo_mono.engine import EngineArgs, EngineRequest, MediaItem, SamplingParams, StopConditions
+from dynamo_mono.api import EngineArgs, EngineRequest, MediaItem, SamplingParams, StopConditions
 from dynamo_mono_vllm.engine import VllmEngine
 from dynamo_mono_vllm.placeholders import image_tokens, video_tokens
 from dynamo_mono_vllm.tiny_vlm import build_tiny_qwen2_vl
