@@ -177,6 +177,7 @@ class VllmEngine:
         sched = cfg.scheduler_config
         mc = cfg.model_config
         embedding = self.kind == "embedding"
+        lora = getattr(cfg, "lora_config", None)  # vLLM's LoRAConfig with --enable-lora
         mds = mc.matryoshka_dimensions if embedding else None
         return ModelCard(
             name=self.args.served_model_name,
@@ -199,9 +200,9 @@ class VllmEngine:
             embedding_dim=mc.embedding_size if embedding else None,
             matryoshka=embedding and bool(mc.is_matryoshka),
             matryoshka_dimensions=[int(d) for d in mds] if mds else None,
-            supports_lora=cfg.lora_config is not None,
-            max_loras=cfg.lora_config.max_loras if cfg.lora_config else 0,
-            max_lora_rank=cfg.lora_config.max_lora_rank if cfg.lora_config else 0,
+            supports_lora=lora is not None,
+            max_loras=lora.max_loras if lora is not None else 0,
+            max_lora_rank=lora.max_lora_rank if lora is not None else 0,
         )
 
     def model_card(self) -> ModelCard:
