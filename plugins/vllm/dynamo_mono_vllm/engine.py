@@ -260,14 +260,14 @@ class VllmEngine:
             if other is not None:  # vLLM keys adapters by id: the second would serve the first's weights
                 raise EngineError(f"vllm: adapter id {adapter.lora_id} of {name!r} is already {other!r}'s",
                                   retryable=False)
-            why = adapter_mismatch(adapter.path, self.args.model_path)
+            why = await asyncio.to_thread(adapter_mismatch, adapter.path, self.args.model_path)
             if why is not None:
                 raise EngineError(f"vllm: adapter {name!r} does not fit {self.args.model_path}: {why}",
                                   retryable=False)
             req = LoRARequest(name, adapter.lora_id, adapter.path)
             if self.llm is None or self._stopped:
                 raise EngineError("vllm: engine is not running")
-            try:
+            try:  # vLLM's worker validates the config and reads the weights
                 await self.llm.add_lora(req)
             except Exception as exc:  # vLLM's worker refused the files; the engine itself stays up
                 raise EngineError(f"vllm: adapter {name!r}: {_reason(exc)}",
@@ -360,22 +360,20 @@ class VllmEngine:
             prompt = vllm_prompt(request.token_ids, media)
         except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
             raise EngineError(f"vllm: {exc}", retryable=False) from None
-        lora_name = request.lora_name
-        if lora_name is not None:
-            lora = self.loras.acquire(lora_name)
-            if lora is None:
-                raise EngineError(f"vllm: LoRA adapter {lora_name!r} is not loaded on this instance",
-                                  retryable=False)
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
-        if lora_name is not None:
-            kw["lora_request"] = lora
         if self.priority:
             kw["priority"] = request.priority
         if request.dp_rank is not None and self.dp_size > 1:
             kw["data_parallel_rank"] = request.dp_rank
         n_top = request.sampling.logprobs
         stop_ids = self._eos | set(request.stop.eos_token_ids) | set(request.stop.stop_token_ids)
+        lora_name = request.lora_name
+        if lora_name is not None:  # held until the finally below: an unload waits for it
+            kw["lora_request"] = self.loras.acquire(lora_name)
+            if kw["lora_request"] is None:
+                raise EngineError(f"vllm: LoRA adapter {lora_name!r} is not loaded on this instance",
+                                  retryable=False)
         live = self._live
         live.add(rid)
         finished = False
