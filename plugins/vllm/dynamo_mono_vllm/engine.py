@@ -23,9 +23,12 @@ from dynamo_mono.api import (
     TokenLogprob,
 )
 
+from dynamo_mono.engine import LoraAdapter  # not in dynamo_mono.api (yet)
+
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
 from dynamo_mono_vllm.load import LoadRecorder
+from dynamo_mono_vllm.lora import LoraSet, adapter_mismatch
 from dynamo_mono_vllm.media import MEDIA_KINDS, MediaError, expansion_mismatch, vllm_prompt
 from dynamo_mono_vllm.placeholders import placeholder_spec, with_processor_kwargs
 from dynamo_mono_vllm.sampling import sampling_params
@@ -87,7 +90,8 @@ def _reason(exc: BaseException, limit: int = 300) -> str:
 
 
 class VllmEngine:
-    """An engine instance: an AsyncLLM (its own EngineCore process) plus a KV-event subscriber."""
+    """An engine instance: an AsyncLLM (its own EngineCore process) plus a KV-event subscriber; with --enable-lora
+    it serves LoRA adapters (load_lora / unload_lora / list_loras, EngineRequest.lora_name)."""
 
     def __init__(self, args: EngineArgs) -> None:
         self.args = args
@@ -111,6 +115,7 @@ class VllmEngine:
         self._live: set[str] = set()  # vLLM request ids in flight ("<request_id>#<n>")
         # Input media the model takes -> how the server counts an item's placeholder tokens (MediaTokens fields).
         self.media_input: dict[str, dict[str, Any]] = {}
+        self.loras = LoraSet()
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,6 +177,7 @@ class VllmEngine:
         sched = cfg.scheduler_config
         mc = cfg.model_config
         embedding = self.kind == "embedding"
+        lora = getattr(cfg, "lora_config", None)  # vLLM's LoRAConfig with --enable-lora
         mds = mc.matryoshka_dimensions if embedding else None
         return ModelCard(
             name=self.args.served_model_name,
@@ -194,6 +200,9 @@ class VllmEngine:
             embedding_dim=mc.embedding_size if embedding else None,
             matryoshka=embedding and bool(mc.is_matryoshka),
             matryoshka_dimensions=[int(d) for d in mds] if mds else None,
+            supports_lora=lora is not None,
+            max_loras=lora.max_loras if lora is not None else 0,
+            max_lora_rank=lora.max_lora_rank if lora is not None else 0,
         )
 
     def model_card(self) -> ModelCard:
@@ -228,6 +237,59 @@ class VllmEngine:
                                    kv_total_blocks=total or 0, prefix_hit_rate=hit,
                                    preemptions=rec.preemptions[r]))
         return out
+
+    # --- LoRA adapters -------------------------------------------------------------------------------
+    async def load_lora(self, adapter: LoraAdapter) -> None:
+        """AsyncLLM.add_lora(LoRARequest(name, id, path)), once per name. vLLM checks the adapter's config (rank
+        against --max-lora-rank, features it lacks, target modules) and reads its weights; the width check against
+        the base model is ours (vLLM serves an adapter of another model's sizes)."""
+        from vllm.lora.request import LoRARequest
+
+        name = adapter.name
+        if self._card is None or not self._card.supports_lora:
+            raise EngineError("vllm: LoRA adapters are off on this instance (start it with --enable-lora)",
+                              retryable=False)
+        async with self.loras.lock(name):
+            have = self.loras.loaded.get(name)
+            if have is not None:
+                if have.lora_int_id == adapter.lora_id and have.lora_path == adapter.path:
+                    return
+                raise EngineError(f"vllm: adapter {name!r} is loaded from {have.lora_path} (id {have.lora_int_id});"
+                                  f" unload it first", retryable=False)
+            other = self.loras.by_id(adapter.lora_id)
+            if other is not None:  # vLLM keys adapters by id: the second would serve the first's weights
+                raise EngineError(f"vllm: adapter id {adapter.lora_id} of {name!r} is already {other!r}'s",
+                                  retryable=False)
+            why = await asyncio.to_thread(adapter_mismatch, adapter.path, self.args.model_path)
+            if why is not None:
+                raise EngineError(f"vllm: adapter {name!r} does not fit {self.args.model_path}: {why}",
+                                  retryable=False)
+            req = LoRARequest(name, adapter.lora_id, adapter.path)
+            if self.llm is None or self._stopped:
+                raise EngineError("vllm: engine is not running")
+            try:  # vLLM's worker validates the config and reads the weights
+                await self.llm.add_lora(req)
+            except Exception as exc:  # vLLM's worker refused the files; the engine itself stays up
+                raise EngineError(f"vllm: adapter {name!r}: {_reason(exc)}",
+                                  retryable=bool(self.llm is None or self.llm.errored)) from None
+            self.loras.loaded[name] = req
+            log.info("vLLM instance %d: LoRA adapter %r (id %d) loaded from %s", self.instance_id, name,
+                     adapter.lora_id, adapter.path)
+
+    async def unload_lora(self, name: str) -> None:
+        """New requests for the adapter are refused at once; vLLM forgets it (remove_lora) once the requests
+        already running with it have finished."""
+        async with self.loras.lock(name):
+            req = self.loras.loaded.pop(name, None)
+            if req is None:
+                return
+            await self.loras.drained(name)
+            if self.llm is not None:
+                await self.llm.remove_lora(req.lora_int_id)
+            log.info("vLLM instance %d: LoRA adapter %r unloaded", self.instance_id, name)
+
+    def list_loras(self) -> list[str]:
+        return list(self.loras.loaded)
 
     # --- requests ------------------------------------------------------------------------------------
     async def abort(self, request_id: str) -> None:
@@ -306,6 +368,12 @@ class VllmEngine:
             kw["data_parallel_rank"] = request.dp_rank
         n_top = request.sampling.logprobs
         stop_ids = self._eos | set(request.stop.eos_token_ids) | set(request.stop.stop_token_ids)
+        lora_name = request.lora_name
+        if lora_name is not None:  # held until the finally below: an unload waits for it
+            kw["lora_request"] = self.loras.acquire(lora_name)
+            if kw["lora_request"] is None:
+                raise EngineError(f"vllm: LoRA adapter {lora_name!r} is not loaded on this instance",
+                                  retryable=False)
         live = self._live
         live.add(rid)
         finished = False
@@ -349,5 +417,7 @@ class VllmEngine:
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
             live.discard(rid)
+            if lora_name is not None:
+                self.loras.release(lora_name)
             if not finished and self.llm is not None:
                 await self.llm.abort(rid)

@@ -6,6 +6,7 @@ from typing import Any
 
 from dynamo_mono.api import ConfigError, EngineArgs
 
+from dynamo_mono_vllm.lora import lora_flags
 from dynamo_mono_vllm.options import ENGINE_ARG_NAMES
 
 
@@ -38,6 +39,11 @@ def build_engine_args(args: EngineArgs) -> Any:
         eargs.max_model_len = args.max_model_len
     for name, value in chosen_options(options).items():
         setattr(eargs, name, value)
+    lora = lora_flags(extra)
+    if lora and not eargs.enable_lora:
+        raise ConfigError(f"{', '.join(lora)} configure LoRA adapters, which are off: add --enable-lora")
+    if eargs.enable_lora and args.kind != "chat":
+        raise ConfigError(f"--enable-lora: LoRA adapters serve chat models here, not {args.kind} models")
     gb = options.get("multimodal_embedding_cache_capacity_gb")
     if gb:
         eargs.ec_transfer_config = embedding_cache_config(float(gb), extra)
