@@ -23,7 +23,7 @@ from dynamo_mono.api import (
     TokenLogprob,
 )
 
-from dynamo_mono.engine import LoraAdapter  # not in dynamo_mono.api (yet)
+from dynamo_mono.api import LoraAdapter
 
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
