@@ -18,12 +18,11 @@ from dynamo_mono.api import (
     KvEventBatch,
     KvEventSink,
     LoadMetrics,
+    LoraAdapter,
     MediaTokens,
     ModelCard,
     TokenLogprob,
 )
-
-from dynamo_mono.api import LoraAdapter
 
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
