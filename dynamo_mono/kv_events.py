@@ -17,19 +17,24 @@ class BlockStored:
     # Per block, the content hashes of the media items whose placeholder tokens it holds (mixed into its hash,
     # block_hash.py), [] for a text block; an empty list = no media in any block.
     media_hashes: list[list[int]] = field(default_factory=list)
+    # Where the blocks now live: "gpu" (the prefix cache), or an offload tier ("host", "disk") they were copied to.
+    tier: str = "gpu"
 
 
 @dataclass(slots=True)
 class BlockRemoved:
-    """Blocks were evicted from the prefix cache."""
+    """Blocks were evicted from the prefix cache (tier "gpu") or dropped from an offload tier ("host", "disk")."""
 
     block_hashes: list[int]
+    tier: str = "gpu"
 
 
 @dataclass(slots=True)
 class AllBlocksCleared:
     """The instance dropped its whole prefix cache."""
 
+
+KV_TIERS = ("gpu", "host", "disk")
 
 KvEvent = BlockStored | BlockRemoved | AllBlocksCleared
 

@@ -60,7 +60,9 @@ class Router:
         self.use_kv_events: bool = settings.router_kv_events
         self._kv = self.mode == "kv"
         self.rng = rng or random.Random()
-        self.indexer = KvIndexer(block_size, on_gap=self._on_gap)
+        self.indexer = KvIndexer(block_size, on_gap=self._on_gap,
+                                 host_weight=settings.router_kv_host_overlap_weight,
+                                 disk_weight=settings.router_kv_disk_overlap_weight)
         self.approx = ApproxIndexer(settings.router_ttl_secs, settings.router_max_tree_size,
                                     settings.router_prune_target_ratio, clock=clock)
         self.active = ActiveLoad(

@@ -1,0 +1,54 @@
+"""Router index with offload tiers: tier-tagged events, weighted host / disk overlap, clearing."""
+
+from __future__ import annotations
+
+from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
+from dynamo_mono.router.indexer import KvIndexer
+
+A, B = (1, 0), (2, 0)
+H = [101, 102, 103, 104, 105, 106]  # chained hashes of one prompt (the mocker's own hash: no re-hashing)
+
+
+def _index(host_weight: float = 0.5, disk_weight: float = 0.25) -> KvIndexer:
+    idx = KvIndexer(4, host_weight=host_weight, disk_weight=disk_weight)
+    idx.add_instance(A)
+    idx.add_instance(B)
+    # A: 2 blocks on GPU; B: 1 on GPU, the next 3 on host, then 2 on disk
+    idx.apply(KvEventBatch(1, 0, 1, [BlockStored(H[:2], None)]))
+    idx.apply(KvEventBatch(2, 0, 1, [BlockStored(H[:1], None), BlockStored(H[1:4], H[0], tier="host"),
+                                     BlockStored(H[4:], H[3], tier="disk")]))
+    return idx
+
+
+def test_host_and_disk_blocks_extend_the_gpu_prefix_at_their_weights() -> None:
+    m = _index().find_matches(H)
+    assert m[A] == 2
+    assert m[B] == 1 + 3 * 0.5 + 2 * 0.25  # avoids more recompute than A: scores higher
+
+
+def test_zero_weights_are_tier_blind() -> None:
+    m = _index(0.0, 0.0).find_matches(H)
+    assert m == {A: 2, B: 1}
+
+
+def test_tier_removal_and_clear() -> None:
+    idx = _index()
+    idx.apply(KvEventBatch(2, 0, 2, [BlockRemoved([H[2]], tier="host")]))
+    assert idx.find_matches(H)[B] == 1 + 0.5  # the chain breaks at the dropped host block
+    assert idx.tier_held(B)["host"] == {H[1], H[3]}
+    idx.apply(KvEventBatch(2, 0, 3, [AllBlocksCleared()]))
+    assert idx.tier_held(B) == {"gpu": set(), "host": set(), "disk": set()}
+    assert B not in idx.find_matches(H)
+
+
+def test_unknown_tier_is_dropped_not_indexed_as_gpu() -> None:
+    idx = _index()
+    idx.apply(KvEventBatch(1, 0, 2, [BlockStored([999], None, tier="object")]))
+    assert idx.dropped_events == 1
+    assert 999 not in idx.core.nodes
+
+
+def test_removing_an_instance_purges_its_tiers() -> None:
+    idx = _index()
+    idx.remove_instance(B)
+    assert not idx.tiers["host"].nodes and not idx.tiers["disk"].nodes
