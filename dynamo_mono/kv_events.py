@@ -48,3 +48,17 @@ class KvEventBatch:
     event_id: int
     events: list[KvEvent]
     timestamp: float = 0.0
+
+
+@dataclass(slots=True)
+class KvbmMetrics:
+    """Offload-tier counters of one (instance, dp rank), exported under Dynamo KVBM's kvbm_* names."""
+
+    offload_blocks_d2h: int = 0
+    offload_blocks_h2d: int = 0  # host -> disk
+    offload_blocks_d2d: int = 0  # device -> disk (no host tier)
+    onboard_blocks_h2d: int = 0  # host -> device
+    onboard_blocks_d2d: int = 0  # disk -> device
+    matched_tokens: int = 0
+    host_cache_hit_rate: float = 0.0
+    disk_cache_hit_rate: float = 0.0

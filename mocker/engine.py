@@ -280,7 +280,8 @@ class MockerEngine:
         for r, s in enumerate(self.ranks):
             lm = LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
                              kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
-                             prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions)
+                             prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions,
+                             kvbm=s.kv.tiers.stats.export() if s.kv.tiers is not None else None)
             enc = self.encoders[r]
             if enc is not None:
                 lm.embedding_cache_hits, lm.embedding_cache_misses = enc.hits, enc.misses

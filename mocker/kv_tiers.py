@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dynamo_mono.kv_events import BlockRemoved, BlockStored, KvEvent
+from dynamo_mono.kv_events import BlockRemoved, BlockStored, KvbmMetrics, KvEvent
 
 HOST = "host"
 DISK = "disk"
@@ -64,6 +64,10 @@ class TierStats:
     @property
     def disk_hit_rate(self) -> float:
         return self.disk_hits / self.disk_queried if self.disk_queried else 0.0
+
+    def export(self) -> KvbmMetrics:
+        return KvbmMetrics(self.offload_d2h, self.offload_h2d, self.offload_d2d, self.onboard_h2d,
+                           self.onboard_d2d, self.matched_tokens, self.host_hit_rate, self.disk_hit_rate)
 
 
 @dataclass(slots=True)
