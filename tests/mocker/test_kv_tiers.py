@@ -257,3 +257,20 @@ def test_conflicting_or_unusable_tier_options_are_refused() -> None:
     with pytest.raises(ConfigError, match="prefix caching"):
         validate_options(_opts(kv_disk_blocks=4, enable_prefix_caching=False), 0)
     validate_options(_opts(kv_host_blocks=4, kv_disk_gb=2.0), 0)
+
+
+def test_preempted_sequences_onboard_what_they_lost_and_finish_with_the_same_tokens() -> None:
+    def batch() -> list[Sequence]:
+        return [make_seq(f"r{i}", [(i * 50 + j) % 200 for j in range(12)], 14, i) for i in range(4)]
+
+    roomy = Scheduler(KvManager(1000, BS), max_num_seqs=8, watermark=0.0)
+    ref = batch()
+    run(roomy, ref)
+    tight = Scheduler(KvManager(12, BS, tiers=TierConfig(host_blocks=100, host_ms_per_block=0.01)),
+                      max_num_seqs=8, watermark=0.0)
+    seqs = batch()
+    run(tight, seqs, tick_ms=1.0)
+    assert tight.preemptions > 0
+    assert tight.kv.tiers.stats.onboard_h2d > 0  # a re-admitted victim copied its prompt blocks back
+    assert {s.rid: s.tokens for s in seqs} == {s.rid: s.tokens for s in ref}
+    assert tight.kv.active_blocks == 0

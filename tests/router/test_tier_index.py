@@ -52,3 +52,17 @@ def test_removing_an_instance_purges_its_tiers() -> None:
     idx = _index()
     idx.remove_instance(B)
     assert not idx.tiers["host"].nodes and not idx.tiers["disk"].nodes
+
+
+def test_router_prefers_the_instance_holding_the_prompt_on_host_unless_tier_blind() -> None:
+    from tests.router.router_helpers import BS, make_router, prompt
+
+    _, hashes = prompt(11, 8)
+    _, other = prompt(12, 3)
+    for weights, expected in (((0.5, 0.25), (1, 0)), ((0.0, 0.0), (0, 0))):
+        router = make_router(2, router_kv_host_overlap_weight=weights[0], router_kv_disk_overlap_weight=weights[1])
+        # (1, 0) offloaded the whole prompt to its host tier and decodes one short request; (0, 0) is idle
+        router.on_kv_events(KvEventBatch(1, 0, 1, [BlockStored(list(hashes), None, tier="host")]))
+        router.select("busy", other, 3 * BS, pinned=(1, 0))
+        router.on_first_token("busy")
+        assert router.select("r", hashes, 8 * BS).key == expected
