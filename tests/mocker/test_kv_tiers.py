@@ -196,11 +196,11 @@ workload = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(workload, st.integers(0, 24), st.integers(0, 40), st.booleans(), st.integers(14, 30))
+@given(workload, st.integers(0, 24), st.integers(0, 40), st.booleans(), st.integers(9, 20))
 def test_tiers_properties(reqs, host_blocks, disk_blocks, disk_filter, gpu_blocks) -> None:
     cfg = TierConfig(host_blocks, disk_blocks, 1.0, 3.0, disk_filter)
     kv = KvManager(gpu_blocks, BS, tiers=cfg)
-    sched = Scheduler(kv, max_num_seqs=3, max_num_batched_tokens=16, watermark=0.0)
+    sched = Scheduler(kv, max_num_seqs=4, max_num_batched_tokens=16, watermark=0.0)
     events: list = []
     prefixes = [[(p * 37 + i) % 200 for i in range(28)] for p in range(4)]
     for i, (p, extra, max_tok, tick) in enumerate(reqs):
