@@ -226,7 +226,8 @@ class Router:
                 self._rr += 1
             else:
                 key = self.rng.choice(candidates)
-        sel = Selection(key, overlaps.get(key, 0), len(block_hashes), block_hashes, expected_output_tokens)
+        # int(): host / disk overlap is weighted (fractional); load counters stay in whole blocks
+        sel = Selection(key, int(overlaps.get(key, 0)), len(block_hashes), block_hashes, expected_output_tokens)
         self.on_dispatch(request_id, sel, num_tokens)
         metrics.count_request(key)
         if sel.prompt_blocks:
