@@ -160,13 +160,14 @@ class BlockMembership:
 class _InstanceState:
     """Per-instance event bookkeeping: last event id and how its engine's hashes map to ours."""
 
-    __slots__ = ("slot", "last_event_id", "rehash", "ext2local", "gap_logged", "drop_logged")
+    __slots__ = ("slot", "last_event_id", "rehash", "ext2local", "tier_ext", "gap_logged", "drop_logged")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.last_event_id: int | None = None  # None = accept the next id as the baseline
         self.rehash: bool | None = None  # None = undecided, False = engine uses our hash
         self.ext2local: dict[int, int] = {}
+        self.tier_ext: dict[str, dict[int, int]] = {}  # re-hashing engines: tier -> engine hash -> ours
         self.gap_logged = False
         self.drop_logged = False
 
@@ -212,6 +213,7 @@ class KvIndexer:
         self.core.clear_slot(st.slot)
         self._clear_tiers(key)
         st.ext2local.clear()
+        st.tier_ext.clear()
         for batch in snapshot:
             self._apply_events(st, batch.events)
         ids = [b.event_id for b in snapshot]
@@ -266,10 +268,20 @@ class KvIndexer:
         key = self.core.keys[st.slot]
         slot = core.slot_of[key]  # type: ignore[index]
         hashes = ev.block_hashes
+        stored = type(ev) is BlockStored
         if st.rehash:
-            get = st.ext2local.get
-            hashes = [x for x in (get(h) for h in hashes) if x is not None]
-        if type(ev) is BlockStored:
+            # Offload events name blocks by the engine's hash (vLLM: no tokens); a block is offloaded while
+            # still on the GPU, so its GPU mapping gives ours; kept per tier for its later removal.
+            ext = st.tier_ext.setdefault(ev.tier, {})
+            if stored:
+                get = st.ext2local.get
+                pairs = [(h, x) for h, x in ((h, get(h)) for h in hashes) if x is not None]
+                ext.update(pairs)
+                hashes = [x for _h, x in pairs]
+            else:
+                pop = ext.pop
+                hashes = [x for x in (pop(h, None) for h in hashes) if x is not None]
+        if stored:
             core.store(slot, hashes)
         else:
             core.remove(slot, hashes)
@@ -291,6 +303,7 @@ class KvIndexer:
                 core.clear_slot(st.slot)
                 self._clear_tiers(core.keys[st.slot])  # type: ignore[arg-type]
                 st.ext2local.clear()
+                st.tier_ext.clear()
 
     def _store(self, st: _InstanceState, ev: BlockStored) -> None:
         hashes = ev.block_hashes

@@ -66,3 +66,21 @@ def test_router_prefers_the_instance_holding_the_prompt_on_host_unless_tier_blin
         router.select("busy", other, 3 * BS, pinned=(1, 0))
         router.on_first_token("busy")
         assert router.select("r", hashes, 8 * BS).key == expected
+
+
+def test_rehashing_engine_offload_events_map_through_its_gpu_hashes() -> None:
+    """vLLM-style: the engine's own hashes, offload events without tokens, the host copy dropped after the GPU's."""
+    from dynamo_mono.block_hash import block_hashes
+
+    idx = KvIndexer(4, host_weight=0.5)
+    idx.add_instance(A)
+    toks = list(range(8))
+    ours = block_hashes(toks, 4)
+    ext = [9001, 9002]
+    idx.apply(KvEventBatch(1, 0, 1, [BlockStored(ext, None, toks, 4)]))
+    idx.apply(KvEventBatch(1, 0, 2, [BlockStored(ext, None, [], 0, tier="host")]))
+    idx.apply(KvEventBatch(1, 0, 3, [BlockRemoved(ext)]))  # GPU eviction
+    assert idx.tier_held(A) == {"gpu": set(), "host": set(ours), "disk": set()}
+    assert idx.find_matches(ours) == {A: 1.0}
+    idx.apply(KvEventBatch(1, 0, 4, [BlockRemoved([ext[1]], tier="host")]))
+    assert idx.tier_held(A)["host"] == {ours[0]}
