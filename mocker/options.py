@@ -59,8 +59,8 @@ KV_TIER_OPTIONS: list[Option] = [
            "--kv-bytes-per-token; DYN_KVBM_CPU_CACHE_GB)", _G, min=0.0),
     Option("kv_disk_gb", float, 0.0, "disk tier size in GiB instead of blocks (DYN_KVBM_DISK_CACHE_GB)", _G,
            min=0.0),
-    Option("kv_bytes_per_token", int, 131072, "offload tiers: KV bytes of one token (7-8B model, bf16: 128 KiB); sizes GB "
-           "tiers and transfer times", _G, min=1),
+    Option("kv_bytes_per_token", int, 131072, "offload tiers: KV bytes of one token (7-8B model, bf16: "
+           "128 KiB); sizes GB tiers and transfer times", _G, min=1),
     Option("kv_host_bandwidth_gbps", float, 25.0, "GPU <-> host copy bandwidth, GB/s (offload and onboarding)", _G,
            min=0.0, min_exclusive=True),
     Option("kv_disk_bandwidth_gbps", float, 5.0, "host/GPU <-> disk bandwidth, GB/s", _G, min=0.0,
