@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from dynamo_mono.kv_events import KvEventBatch
+from dynamo_mono.kv_events import KvbmMetrics, KvEventBatch
 
 # An engine instance is addressed everywhere (routing, indexing, load, metrics) by this pair.
 InstanceKey = tuple[int, int]  # (worker_id, dp_rank)
@@ -325,6 +325,7 @@ class LoadMetrics:
     embedding_cache_hits: int = 0
     embedding_cache_misses: int = 0
     embedding_cache_bytes: int = 0
+    kvbm: KvbmMetrics | None = None  # engines with KV offload tiers (the mocker's --kv-host-* / --kv-disk-*)
 
 
 KvEventSink = Callable[[KvEventBatch], None]

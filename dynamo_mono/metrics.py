@@ -91,6 +91,16 @@ class FrontendMetrics:
         self.engine_hit_rate = Gauge("dynamo_engine_prefix_cache_hit_rate", "Prefix cache hit rate", lbl,
                                      registry=r)
         self.engine_preemptions = Gauge("dynamo_engine_preemptions", "Preemptions so far", lbl, registry=r)
+        # KV offload tiers (engines reporting LoadMetrics.kvbm): Dynamo KVBM's names, KvbmMetrics field -> gauge.
+        self.kvbm = {f: Gauge(f"kvbm_{f}", d, lbl, registry=r) for f, d in (
+            ("offload_blocks_d2h", "Blocks offloaded device -> host"),
+            ("offload_blocks_h2d", "Blocks offloaded host -> disk"),
+            ("offload_blocks_d2d", "Blocks offloaded device -> disk"),
+            ("onboard_blocks_h2d", "Blocks onboarded host -> device"),
+            ("onboard_blocks_d2d", "Blocks onboarded disk -> device"),
+            ("matched_tokens", "Prompt tokens matched in the offload tiers"),
+            ("host_cache_hit_rate", "Host tier hit rate of blocks looked up past the GPU prefix"),
+            ("disk_cache_hit_rate", "Disk tier hit rate of blocks looked up past the GPU and host"))}
         # Encoder-output (multimodal embedding) caches of engines: Dynamo's names. Gauges set from the engines'
         # cumulative counts (as the other engine series), so the exposed names are exactly Dynamo's.
         self.embedding_cache_hits = Gauge("dynamo_component_embedding_cache_hits_total",

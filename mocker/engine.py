@@ -31,6 +31,7 @@ from dynamo_mono.kv_events import KvEventBatch
 from mocker.disagg import DisaggAgent, import_blocks
 from mocker.faults import InstanceFaults, parse_annotations, parse_instances
 from mocker.kv_manager import KvManager
+from mocker.kv_tiers import tier_config
 from mocker.lora import LoraSlots
 from mocker.embedding import EmbedScheduler, HashedEmbedder
 from mocker.encoder import EncoderCache, MediaEncoder
@@ -67,6 +68,13 @@ def validate_options(opts: dict[str, Any], max_model_len: int) -> None:
         if max_model_len and budget < max_model_len:
             raise ConfigError(f"--max-num-batched-tokens={budget} must be >= max model len {max_model_len} "
                               f"when chunked prefill is off (use --enable-chunked-prefill)")
+    for tier in ("host", "disk"):
+        if opts[f"kv_{tier}_blocks"] and opts[f"kv_{tier}_gb"]:
+            raise ConfigError(f"--kv-{tier}-blocks and --kv-{tier}-gb both size the {tier} tier: give one")
+    tiered = any(opts[k] for k in ("kv_host_blocks", "kv_disk_blocks", "kv_host_gb", "kv_disk_gb"))
+    if tiered and not opts["enable_prefix_caching"]:
+        raise ConfigError("--kv-host-* / --kv-disk-* offload cached blocks: they need prefix caching "
+                          "(drop --no-enable-prefix-caching)")
     if opts["speedup_ratio"] and opts["speedup_ratio"] < 0:
         raise ConfigError(f"--speedup-ratio={opts['speedup_ratio']} must be >= 0")
 
@@ -142,9 +150,11 @@ class MockerEngine:
             if self.media_input else None
             for _ in range(self.dp_size)
         ]
+        tiers = tier_config(opts)
         self.ranks: list[Scheduler] = [
             Scheduler(
-                KvManager(self.num_blocks, self.block_size, enable_prefix_caching=self.prefix_caching, dp_rank=r),
+                KvManager(self.num_blocks, self.block_size, enable_prefix_caching=self.prefix_caching, dp_rank=r,
+                          tiers=tiers),
                 max_num_seqs=opts["max_num_seqs"],
                 max_num_batched_tokens=opts["max_num_batched_tokens"],
                 enable_chunked_prefill=self.chunked,
@@ -270,7 +280,8 @@ class MockerEngine:
         for r, s in enumerate(self.ranks):
             lm = LoadMetrics(dp_rank=r, running=len(s.running), waiting=len(s.waiting),
                              kv_active_blocks=s.kv.active_blocks, kv_total_blocks=s.kv.num_blocks,
-                             prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions)
+                             prefix_hit_rate=s.prefix_hit_rate(), preemptions=s.preemptions,
+                             kvbm=s.kv.tiers.stats.export() if s.kv.tiers is not None else None)
             enc = self.encoders[r]
             if enc is not None:
                 lm.embedding_cache_hits, lm.embedding_cache_misses = enc.hits, enc.misses
@@ -562,14 +573,24 @@ class MockerEngine:
                     now = time.perf_counter()
                     if deadline < now - _CATCH_UP_S:
                         deadline = now
-                    step_ms = perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) + plan.encoder_ms
+                    step_ms = self._step_ms(perf, sched, plan)
                     deadline += step_ms / 1000.0 / speed
                     await asyncio.sleep(max(0.0, deadline - now))
                 else:
+                    if sched.kv.tiers is not None:
+                        self._step_ms(perf, sched, plan)
                     await asyncio.sleep(0)
                 self._complete(rank, sched, plan)
         finally:
             self.tasks[rank] = None
+
+    @staticmethod
+    def _step_ms(perf: PerfModel, sched: Scheduler, plan: StepPlan) -> float:
+        """Simulated time of one step; it also drives the offload tiers' transfers."""
+        ms = perf.step_ms(plan.prefill, plan.decode_seqs, plan.decode_kv_tokens) + plan.encoder_ms + plan.onboard_ms
+        if sched.kv.tiers is not None:
+            sched.kv.tiers.tick(ms)
+        return ms
 
     def _complete(self, rank: int, sched: Scheduler, plan: StepPlan) -> None:
         sched.complete(plan)

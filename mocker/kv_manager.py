@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 
 from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
+from mocker.kv_tiers import BlockMeta, TierConfig, TierStore
 
 trace_log = logging.getLogger("dynamo_mono.mocker.kv_trace")
 
@@ -34,7 +35,7 @@ class KvManager:
     """Block pool of one dp rank. Sequences own their block-id lists; this class owns ref counts and the cache."""
 
     def __init__(self, num_blocks: int, block_size: int, *, enable_prefix_caching: bool = True,
-                 dp_rank: int = 0) -> None:
+                 dp_rank: int = 0, tiers: TierConfig | None = None) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
@@ -50,6 +51,12 @@ class KvManager:
         self.cached_free = 0  # cached blocks with ref 0 ("inactive")
         self.events: list[KvEvent] = []
         self.trace = _trace_enabled()
+        # Host / disk offload tiers (None = GPU only); they publish through self.events.
+        self.tiers: TierStore | None = (TierStore(tiers, block_size, self._emit)
+                                        if tiers is not None and tiers.enabled and enable_prefix_caching else None)
+
+    def _emit(self, ev: KvEvent) -> None:
+        self.events.append(ev)
 
     # --- queries ---------------------------------------------------------------------------
     @property
@@ -89,7 +96,10 @@ class KvManager:
         if hit_blocks:
             if num_new > len(free) - self.evictable(hit_blocks):
                 return False
+            tiers = self.tiers
             for b in hit_blocks:
+                if tiers is not None:
+                    tiers.hit(self.blk_hash[b])  # type: ignore[arg-type]
                 if ref[b] == 0:
                     del free[b]
                     self.cached_free -= 1
@@ -178,6 +188,8 @@ class KvManager:
             self.blk_tokens[b] = toks
             mm = media.get(i) if media else None
             self.blk_media[b] = mm
+            if self.tiers is not None:
+                self.tiers.register(h, BlockMeta(parent, toks, list(mm) if mm else None, lora_name))
             if ev is None:
                 ev = BlockStored([h], parent, list(toks), bs, lora_name)
                 if mm:
@@ -202,6 +214,8 @@ class KvManager:
         self.cached.clear()
         self.free = OrderedDict.fromkeys(range(n))
         self.cached_free = 0
+        if self.tiers is not None:
+            self.tiers.clear()
         self.events.append(AllBlocksCleared())
 
     def take_events(self) -> list[KvEvent]:
@@ -226,6 +240,8 @@ class KvManager:
                 mm = self.blk_media[b]
                 out.append(BlockStored([x], self.blk_parent[b], list(self.blk_tokens[b] or ()), self.block_size,
                                        media_hashes=[list(mm)] if mm else []))
+        if self.tiers is not None:
+            out.extend(self.tiers.snapshot())
         return out
 
     def _trace(self, event: str, block_ids: list[int]) -> None:

@@ -49,6 +49,27 @@ MEDIA_INPUT_MEDIUM_OPTIONS: dict[str, tuple[str, ...]] = {
     "multimodal_embedding_cache_capacity_gb": ("image", "video", "audio"),
 }
 
+# KV offload tiers after Dynamo's KVBM (mocker/kv_tiers.py); sizes per dp rank.
+KV_TIER_OPTIONS: list[Option] = [
+    Option("kv_host_blocks", int, 0, "host-memory (G2) KV offload tier, blocks per dp rank (0 = off; "
+           "DYN_KVBM_CPU_CACHE_OVERRIDE_NUM_BLOCKS)", _G, min=0),
+    Option("kv_disk_blocks", int, 0, "disk (G3) KV offload tier, blocks per dp rank (0 = off; "
+           "DYN_KVBM_DISK_CACHE_OVERRIDE_NUM_BLOCKS)", _G, min=0),
+    Option("kv_host_gb", float, 0.0, "host tier size in GiB instead of blocks (block = --block-size x "
+           "--kv-bytes-per-token; DYN_KVBM_CPU_CACHE_GB)", _G, min=0.0),
+    Option("kv_disk_gb", float, 0.0, "disk tier size in GiB instead of blocks (DYN_KVBM_DISK_CACHE_GB)", _G,
+           min=0.0),
+    Option("kv_bytes_per_token", int, 131072, "offload tiers: KV bytes of one token (7-8B model, bf16: "
+           "128 KiB); sizes GB tiers and transfer times", _G, min=1),
+    Option("kv_host_bandwidth_gbps", float, 25.0, "GPU <-> host copy bandwidth, GB/s (offload and onboarding)", _G,
+           min=0.0, min_exclusive=True),
+    Option("kv_disk_bandwidth_gbps", float, 5.0, "host/GPU <-> disk bandwidth, GB/s", _G, min=0.0,
+           min_exclusive=True),
+    Option("kv_disk_offload_filter", bool, True, "offload a block host -> disk only once its frequency is >= 2 "
+           "(doubles on each hit, decays by 1 per step); off = every block (DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER)",
+           _G),
+]
+
 MOCKER_OPTIONS: list[Option] = [
     Option("num_gpu_blocks_override", int, 16384, "KV cache size in blocks per dp rank", _G, min=1),
     Option("block_size", int, 64, "tokens per KV block", _G, min=2),
@@ -71,6 +92,7 @@ MOCKER_OPTIONS: list[Option] = [
     Option("mocker_crash_duration", float, 2.0, "seconds an instance stays unhealthy after mocker.crash", _G, min=0.0),
     *DISAGG_OPTIONS,
     *MEDIA_INPUT_OPTIONS,
+    *KV_TIER_OPTIONS,
     Option("enable_lora", bool, True, "serve LoRA adapters (load_lora / EngineRequest.lora_name)", _G),
     Option("max_loras", int, 1, "LoRA adapters held in GPU slots at once; a request whose adapter is not in a slot "
            "waits for one no running request uses and pays --lora-load-ms (a swap)", _G, min=1),
@@ -87,7 +109,8 @@ EMBEDDING_ONLY_OPTIONS = ("embedding_dim", "embedding_matryoshka")
 CHAT_ONLY_OPTIONS = ("enable_prefix_caching", "enable_chunked_prefill", "watermark", "mocker_output",
                      "mocker_fail_after", "mocker_fault_instances", "mocker_crash_duration",
                      "enable_lora", "max_loras", "max_lora_rank", "lora_load_ms",
-                     *(o.name for o in DISAGG_OPTIONS), *(o.name for o in MEDIA_INPUT_OPTIONS))
+                     *(o.name for o in DISAGG_OPTIONS), *(o.name for o in MEDIA_INPUT_OPTIONS),
+                     *(o.name for o in KV_TIER_OPTIONS))
 
 _M = "media: mocker"
 _SHARED = {o.name: o for o in MOCKER_OPTIONS if o.name in ("speedup_ratio", "startup_time")}

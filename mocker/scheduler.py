@@ -33,6 +33,7 @@ class StepPlan:
     decode_seqs: int = 0
     decode_kv_tokens: int = 0
     encoder_ms: float = 0.0  # media encoder work of this step's prefill chunks
+    onboard_ms: float = 0.0  # copying prefix blocks back from the host / disk offload tiers
 
 
 class Scheduler:
@@ -172,7 +173,12 @@ class Scheduler:
                 seq.ensure_hashes(ntok // bs, bs)
                 # At least one token is always computed, so a full hit leaves the last block to recompute.
                 hits = kv.match_prefix(seq.hashes, (ntok - 1) // bs)
-            computed = len(hits) * bs
+            onboard: list[str] = []
+            tiers = kv.tiers
+            if tiers is not None:
+                # Past the GPU prefix, consecutive blocks still held on host or disk are copied back, not recomputed.
+                onboard = tiers.match(seq.hashes, len(hits), (ntok - 1) // bs)
+            computed = (len(hits) + len(onboard)) * bs
             n = ntok - computed
             if n > budget:
                 if not self.chunked:
@@ -194,6 +200,15 @@ class Scheduler:
             heapq.heappop(waiting)
             seq.num_computed = computed
             seq.num_cached_blocks = len(hits)
+            if tiers is not None:
+                start = len(hits)
+                queried = (ntok - 1) // bs - start
+                if queried > 0:
+                    plan.onboard_ms += tiers.onboard(seq.hashes, start, onboard, queried)
+                if onboard:
+                    end = start + len(onboard)
+                    kv.commit(seq.blocks, seq.hashes, seq.tokens, start, end, seq.media, seq.request.lora_name)
+                    seq.num_cached_blocks = end
             if seq.cached_tokens is None:
                 seq.cached_tokens = computed
                 self.hit_tokens += computed

@@ -86,6 +86,9 @@ def refresh_engine_gauges(state: ServerState) -> None:
                                                    if lm.kv_total_blocks else 0.0)
                 m.engine_hit_rate.labels(*lbl).set(lm.prefix_hit_rate)
                 m.engine_preemptions.labels(*lbl).set(lm.preemptions)
+                if lm.kvbm is not None:
+                    for name, gauge in m.kvbm.items():
+                        gauge.labels(*lbl).set(getattr(lm.kvbm, name))
                 if inst.card.media_input:  # models that take media input: their encoder-output cache
                     m.embedding_cache_hits.labels(*lbl).set(lm.embedding_cache_hits)
                     m.embedding_cache_misses.labels(*lbl).set(lm.embedding_cache_misses)

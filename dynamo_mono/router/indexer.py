@@ -9,6 +9,10 @@ Engines that hash with another function (vLLM, SGLang, TRT-LLM) are detected on 
 BlockStored carrying token ids: the router then re-hashes token ids with the shared chained hash and
 maps the engine's hashes to ours for later removals. Engines using our hash (the mocker) are
 indexed as-is, with no per-block hashing cost.
+
+Offload tiers: events tagged tier "host" / "disk" (KVBM-style offload) go to one membership per tier. Overlap is
+then the GPU prefix plus the blocks continuing it on host or disk, each weighted (host_weight, disk_weight < 1:
+onboarding beats recompute but costs more than a GPU hit); with both weights 0 the index is tier-blind.
 """
 
 from __future__ import annotations
@@ -156,13 +160,14 @@ class BlockMembership:
 class _InstanceState:
     """Per-instance event bookkeeping: last event id and how its engine's hashes map to ours."""
 
-    __slots__ = ("slot", "last_event_id", "rehash", "ext2local", "gap_logged", "drop_logged")
+    __slots__ = ("slot", "last_event_id", "rehash", "ext2local", "tier_ext", "gap_logged", "drop_logged")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.last_event_id: int | None = None  # None = accept the next id as the baseline
         self.rehash: bool | None = None  # None = undecided, False = engine uses our hash
         self.ext2local: dict[int, int] = {}
+        self.tier_ext: dict[str, dict[int, int]] = {}  # re-hashing engines: tier -> engine hash -> ours
         self.gap_logged = False
         self.drop_logged = False
 
@@ -170,9 +175,13 @@ class _InstanceState:
 class KvIndexer:
     """Event-fed index: apply KvEventBatches in order per instance, answer find_matches."""
 
-    def __init__(self, block_size: int, on_gap: Callable[[InstanceKey], None] | None = None) -> None:
+    def __init__(self, block_size: int, on_gap: Callable[[InstanceKey], None] | None = None, *,
+                 host_weight: float = 0.0, disk_weight: float = 0.0) -> None:
         self.block_size = block_size
         self.core = BlockMembership()
+        self.tiers: dict[str, BlockMembership] = {"host": BlockMembership(), "disk": BlockMembership()}
+        self.host_weight = host_weight
+        self.disk_weight = disk_weight
         self._state: dict[InstanceKey, _InstanceState] = {}
         self.on_gap = on_gap  # called once per detected event-id gap (e.g. to trigger a resync)
         self.dropped_events = 0
@@ -182,6 +191,8 @@ class KvIndexer:
         """Start indexing key (idempotent); snapshot = BlockStored batches describing its cache now."""
         if key not in self._state:
             self._state[key] = _InstanceState(self.core.add(key))
+            for t in self.tiers.values():
+                t.add(key)
         if snapshot is not None:
             self.resync(key, snapshot)
 
@@ -190,6 +201,8 @@ class KvIndexer:
         if self._state.pop(key, None) is None:
             return False
         self.core.drop(key)
+        for t in self.tiers.values():
+            t.drop(key)
         return True
 
     def resync(self, key: InstanceKey, snapshot: list[KvEventBatch]) -> None:
@@ -198,7 +211,9 @@ class KvIndexer:
         if st is None:
             return
         self.core.clear_slot(st.slot)
+        self._clear_tiers(key)
         st.ext2local.clear()
+        st.tier_ext.clear()
         for batch in snapshot:
             self._apply_events(st, batch.events)
         ids = [b.event_id for b in snapshot]
@@ -238,10 +253,45 @@ class KvIndexer:
         self._apply_events(st, batch.events)
         return True
 
+    def _clear_tiers(self, key: InstanceKey) -> None:
+        for t in self.tiers.values():
+            slot = t.slot_of.get(key)
+            if slot is not None:
+                t.clear_slot(slot)
+
+    def _apply_tier(self, st: _InstanceState, ev: BlockStored | BlockRemoved) -> None:
+        """An offload-tier event: host / disk membership of this instance (engine hashes mapped when re-hashing)."""
+        core = self.tiers.get(ev.tier)
+        if core is None:
+            self._drop(st, f"KV event for unknown tier {ev.tier!r}")
+            return
+        key = self.core.keys[st.slot]
+        slot = core.slot_of[key]  # type: ignore[index]
+        hashes = ev.block_hashes
+        stored = type(ev) is BlockStored
+        if st.rehash:
+            # Offload events name blocks by the engine's hash (vLLM: no tokens); a block is offloaded while
+            # still on the GPU, so its GPU mapping gives ours; kept per tier for its later removal.
+            ext = st.tier_ext.setdefault(ev.tier, {})
+            if stored:
+                get = st.ext2local.get
+                pairs = [(h, x) for h, x in ((h, get(h)) for h in hashes) if x is not None]
+                ext.update(pairs)
+                hashes = [x for _h, x in pairs]
+            else:
+                pop = ext.pop
+                hashes = [x for x in (pop(h, None) for h in hashes) if x is not None]
+        if stored:
+            core.store(slot, hashes)
+        else:
+            core.remove(slot, hashes)
+
     def _apply_events(self, st: _InstanceState, events: list) -> None:
         core = self.core
         for ev in events:
-            if type(ev) is BlockStored:
+            if type(ev) is not AllBlocksCleared and ev.tier != "gpu":
+                self._apply_tier(st, ev)
+            elif type(ev) is BlockStored:
                 self._store(st, ev)
             elif type(ev) is BlockRemoved:
                 if st.rehash:
@@ -251,7 +301,9 @@ class KvIndexer:
                     core.remove(st.slot, ev.block_hashes)
             elif type(ev) is AllBlocksCleared:
                 core.clear_slot(st.slot)
+                self._clear_tiers(core.keys[st.slot])  # type: ignore[arg-type]
                 st.ext2local.clear()
+                st.tier_ext.clear()
 
     def _store(self, st: _InstanceState, ev: BlockStored) -> None:
         hashes = ev.block_hashes
@@ -305,8 +357,42 @@ class KvIndexer:
                         self.core.keys[st.slot], why)
 
     # --- queries --------------------------------------------------------------------------
-    def find_matches(self, hashes: list[int]) -> dict[InstanceKey, int]:
-        return self.core.find_matches(hashes)
+    def find_matches(self, hashes: list[int]) -> dict[InstanceKey, float]:
+        """Overlap per instance: GPU prefix blocks, plus weighted host / disk blocks continuing it."""
+        found = self.core.find_matches(hashes)
+        wh, wd = self.host_weight, self.disk_weight
+        if wh <= 0.0 and wd <= 0.0:
+            return found  # type: ignore[return-value]
+        host, disk = self.tiers["host"], self.tiers["disk"]
+        if not host.nodes and not disk.nodes:
+            return found  # type: ignore[return-value]
+        n = len(hashes)
+        out: dict[InstanceKey, float] = dict(found)
+        for key in self._state:
+            hs = host.holds[host.slot_of[key]] if wh > 0.0 else None
+            ds = disk.holds[disk.slot_of[key]] if wd > 0.0 else None
+            if not hs and not ds:
+                continue
+            i = found.get(key, 0)
+            score = float(i)
+            while i < n:
+                h = hashes[i]
+                if hs and h in hs:
+                    score += wh
+                elif ds and h in ds:
+                    score += wd
+                else:
+                    break
+                i += 1
+            if score > 0.0:
+                out[key] = score
+        return out
+
+    def tier_held(self, key: InstanceKey) -> dict[str, set[int]]:
+        """Hashes indexed for key per tier ("gpu", "host", "disk")."""
+        out = {"gpu": self.core.held(key)}
+        out.update((name, t.held(key)) for name, t in self.tiers.items())
+        return out
 
     def size(self) -> int:
         return self.core.size()

@@ -16,6 +16,15 @@ ROUTER_OPTIONS: list[Option] = [
            "higher prefers cache reuse (TTFT), lower prefers balanced decode load (ITL)",
            group="router", min=0.0, deprecated_aliases=("--kv-overlap-score-weight",),
            env="DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"),
+    Option("router_kv_host_overlap_weight", float, 0.5,
+           "KV router: worth of a prompt block an instance holds in its host-memory offload tier (continuing "
+           "its GPU prefix), relative to a GPU block (1); onboarding is cheaper than recompute, dearer than a "
+           "GPU hit. 0 = ignore the host tier",
+           group="router", min=0.0, max=1.0, env="DYN_ROUTER_KV_HOST_OVERLAP_WEIGHT"),
+    Option("router_kv_disk_overlap_weight", float, 0.25,
+           "KV router: worth of a prompt block an instance holds in its disk offload tier, relative to a GPU "
+           "block (1). 0 = ignore the disk tier",
+           group="router", min=0.0, max=1.0, env="DYN_ROUTER_KV_DISK_OVERLAP_WEIGHT"),
     Option("router_temperature", float, 0.0,
            "KV router: softmax temperature over normalised instance costs; 0 picks the cheapest",
            group="router", min=0.0, env="DYN_ROUTER_TEMPERATURE"),

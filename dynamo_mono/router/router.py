@@ -60,7 +60,9 @@ class Router:
         self.use_kv_events: bool = settings.router_kv_events
         self._kv = self.mode == "kv"
         self.rng = rng or random.Random()
-        self.indexer = KvIndexer(block_size, on_gap=self._on_gap)
+        self.indexer = KvIndexer(block_size, on_gap=self._on_gap,
+                                 host_weight=settings.router_kv_host_overlap_weight,
+                                 disk_weight=settings.router_kv_disk_overlap_weight)
         self.approx = ApproxIndexer(settings.router_ttl_secs, settings.router_max_tree_size,
                                     settings.router_prune_target_ratio, clock=clock)
         self.active = ActiveLoad(
@@ -224,7 +226,8 @@ class Router:
                 self._rr += 1
             else:
                 key = self.rng.choice(candidates)
-        sel = Selection(key, overlaps.get(key, 0), len(block_hashes), block_hashes, expected_output_tokens)
+        # int(): host / disk overlap is weighted (fractional); load counters stay in whole blocks
+        sel = Selection(key, int(overlaps.get(key, 0)), len(block_hashes), block_hashes, expected_output_tokens)
         self.on_dispatch(request_id, sel, num_tokens)
         metrics.count_request(key)
         if sel.prompt_blocks:

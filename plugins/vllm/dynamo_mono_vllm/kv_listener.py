@@ -63,6 +63,14 @@ def block_media_hashes(extra_keys: Any, n_blocks: int) -> list[list[int]]:
     return out if found else []
 
 
+# vLLM's KV event media (vllm.distributed.kv_events MEDIUM_*) -> our tiers; None/GPU = the prefix cache.
+_MEDIUM_TIERS = {None: "gpu", "GPU": "gpu", "CPU": "host", "STORAGE": "disk"}
+
+
+def _tier(medium: str | None) -> str | None:
+    return _MEDIUM_TIERS.get(medium.upper() if isinstance(medium, str) else medium)
+
+
 class KvEventListener:
     """One instance's KV event subscriber: bind, then `start()` a task that feeds the sink."""
 
@@ -159,6 +167,16 @@ class KvEventListener:
         events: list[KvEvent] = []
         for ev in vbatch.events:
             kind = type(ev).__name__
+            tier = _tier(getattr(ev, "medium", None))
+            if tier is None:
+                continue  # a medium we have no tier for (remote / object store): not routable here
+            if tier != "gpu" and kind in ("BlockStored", "BlockRemoved"):
+                # native offload (OffloadingConnector: CPU / STORAGE): blocks named by vLLM's hash, no tokens;
+                # the router maps them through the GPU blocks. The mirror (snapshots) holds the GPU cache only.
+                hashes = [to_int_hash(h) for h in ev.block_hashes]
+                events.append(BlockStored(hashes, None, tier=tier) if kind == "BlockStored"
+                              else BlockRemoved(hashes, tier=tier))
+                continue
             if kind == "BlockStored":
                 hashes = [to_int_hash(h) for h in ev.block_hashes]
                 parent = None if ev.parent_block_hash is None else to_int_hash(ev.parent_block_hash)
