@@ -172,8 +172,10 @@ def worker_ttft(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[f
     cfg = tmp / "models-worker.yaml"
     cfg.write_text("- {name: tiny-chatml, engine: mocker, options: {speedup_ratio: 1}}\n"
                    "- {name: painter, kind: image, engine: diffusers, instances: 0}\n")
+    from tests.worker.harness import start_server as start_unready_server  # returns before /ready (no worker yet)
+
     token = "bench-media-token"
-    srv = start_server(["--config", str(cfg), "--worker-token", token, "--log-level", "warning"], timeout=300)
+    srv = start_unready_server(["--config", str(cfg), "--log-level", "warning"], token=token, timeout=300)
     worker = None
     try:
         if pin:
