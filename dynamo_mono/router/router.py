@@ -260,8 +260,9 @@ class Router:
         KV events only report blocks once their prefill ran, so without this a burst of requests sharing
         a new prefix would be spread over instances (each seeing no overlap anywhere) and every one of
         them would prefill it again. The blocks matched beyond the index go to `inflight` (the selector
-        does not count them as queue added, see selector.py). Active prompts are tracked per instance as reference-counted block
-        hashes (--router-assume-kv-reuse), so the walk is a few dict lookups per instance.
+        does not count them as queue added, see selector.py). Active prompts are tracked per instance as
+        reference-counted block hashes (--router-assume-kv-reuse), so the walk is a few dict lookups per
+        instance.
         """
         first = block_hashes[0]
         for key, load in self.active.loads.items():

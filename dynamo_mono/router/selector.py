@@ -13,8 +13,8 @@ prefilled saw the prefix once as overlap and once as queue, and left the group. 
 what i would hold once the request runs: what it holds now plus the request's blocks that are not
 already there (as Dynamo counts potential decode blocks). Both are in blocks, so the weight is
 unit-free, and a cached block is credited overlap_weight + 1.
-With temperature 0 the cheapest instance wins (ties: the longest overlap, then at random); otherwise an instance is
-sampled with probability ~ exp(-(cost - min_cost) / (max_cost - min_cost) / temperature), i.e.
+With temperature 0 the cheapest instance wins (ties: the longest overlap, then at random); otherwise
+an instance is sampled with probability ~ exp(-(cost - min_cost) / (max_cost - min_cost) / temperature), i.e.
 costs are normalised to [0, 1] first, so the temperature means the same at any load level.
 """
 
