@@ -66,6 +66,8 @@ class RouterMetrics:
         self.loads = loads
         self.indexed = indexed  # blocks the KV index holds per event-fed instance (at scrape time)
         self.requests: dict[InstanceKey, int] = {}
+        self.overlap_lost_decisions = 0  # decisions where load outweighed a longer overlap elsewhere
+        self.overlap_lost_blocks = 0  # best overlap - chosen overlap, summed over those decisions
         self.hit_rate = FastHistogram(HIT_RATE_BUCKETS)
         self.overhead = {name: FastHistogram(OVERHEAD_BUCKETS_MS) for name in _OVERHEAD}
         self.block_hashing = self.overhead["block_hashing"]
@@ -77,6 +79,12 @@ class RouterMetrics:
 
     def count_request(self, key: InstanceKey) -> None:
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_decision(self, chosen_overlap: int, best_overlap: int) -> None:
+        """A kv decision: counts it as a lost reuse when another instance had a longer overlap."""
+        if chosen_overlap < best_overlap:
+            self.overlap_lost_decisions += 1
+            self.overlap_lost_blocks += best_overlap - chosen_overlap
 
     def remove_instance(self, key: InstanceKey) -> None:
         self.requests.pop(key, None)
@@ -112,7 +120,15 @@ class _RouterCollector:
         indexed = GaugeMetricFamily("dynamo_component_router_kv_indexed_blocks",
                                     "KV blocks the router's index holds for the instance (from its KV events)",
                                     labels=inst_labels)
+        lost = CounterMetricFamily("dynamo_component_router_overlap_lost_decisions",
+                                   "KV decisions where load outweighed a longer cached prefix on another instance",
+                                   labels=["model"])
+        lost_blocks = CounterMetricFamily("dynamo_component_router_overlap_lost_blocks",
+                                          "Best overlap minus chosen overlap (blocks), summed over those decisions",
+                                          labels=["model"])
         for v in views:
+            lost.add_metric([v.model], v.overlap_lost_decisions)
+            lost_blocks.add_metric([v.model], v.overlap_lost_blocks)
             for (wid, rank), n in list(v.requests.items()):
                 req.add_metric([v.model, str(wid), str(rank)], n)
             hit.add_metric([v.model], v.hit_rate.buckets(), v.hit_rate.total)
@@ -127,6 +143,8 @@ class _RouterCollector:
                 for (wid, rank), n in v.indexed().items():
                     indexed.add_metric([v.model, str(wid), str(rank)], n)
         yield req
+        yield lost
+        yield lost_blocks
         yield hit
         yield from over.values()
         yield from load.values()

@@ -1,4 +1,4 @@
-"""Router options with Dynamo's `--router-*` flag names, env vars and defaults."""
+"""Router options with Dynamo's `--router-*` flag names, env vars and defaults (the overlap weight's is measured)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ ROUTER_OPTIONS: list[Option] = [
            "How requests are spread over engine instances: round-robin, random, kv (prefix-cache and "
            "load aware) or direct (the request must pin an instance)",
            group="router", choices=ROUTER_MODES, env="DYN_ROUTER_MODE"),
-    Option("router_kv_overlap_score_weight", float, 1.0,
+    Option("router_kv_overlap_score_weight", float, 8.0,
            "KV router: weight of the prompt blocks still to prefill against active decode blocks; "
-           "higher prefers cache reuse (TTFT), lower prefers balanced decode load (ITL)",
+           "higher prefers cache reuse (TTFT), lower prefers balanced decode load (ITL). Dynamo's "
+           "default is 1.0; 8 is measured (docs/router.md)",
            group="router", min=0.0, deprecated_aliases=("--kv-overlap-score-weight",),
            env="DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT"),
     Option("router_kv_host_overlap_weight", float, 0.5,

@@ -208,14 +208,17 @@ class Router:
                     return None
         metrics = self.metrics
         if self._kv:
-            overlaps = self._find_matches(block_hashes)
+            inflight: dict[InstanceKey, int] = {}
+            overlaps = self._find_matches(block_hashes, inflight)
             t1 = perf_counter()
             metrics.find_matches.observe((t1 - t0) * 1e3)
             if candidates is self._keys:
-                key = self.selector.pick(candidates, self._loads, overlaps, num_tokens, self._pos)
+                key = self.selector.pick(candidates, self._loads, overlaps, num_tokens, self._pos, inflight)
             else:
                 key = self.selector.pick(candidates, list(map(self.active.loads.__getitem__, candidates)),
-                                         overlaps, num_tokens)
+                                         overlaps, num_tokens, None, inflight)
+            if overlaps:
+                metrics.count_decision(overlaps.get(key, 0), max(overlaps.values()))
         else:
             overlaps = {}
             t1 = t0
@@ -237,7 +240,8 @@ class Router:
         metrics.total.observe((t2 - t0) * 1e3)
         return sel
 
-    def _find_matches(self, block_hashes: list[int]) -> dict[InstanceKey, int]:
+    def _find_matches(self, block_hashes: list[int],
+                      inflight: dict[InstanceKey, int] | None = None) -> dict[InstanceKey, int]:
         n_pred = self._n_predicted
         if not n_pred:
             found = self.indexer.find_matches(block_hashes)
@@ -249,16 +253,19 @@ class Router:
                 found = self.indexer.find_matches(block_hashes)
                 found.update(predicted)  # the two indexes hold disjoint instances
         if block_hashes:
-            self._add_inflight_matches(block_hashes, found)
+            self._add_inflight_matches(block_hashes, found, inflight)
         return found
 
-    def _add_inflight_matches(self, block_hashes: list[int], found: dict[InstanceKey, int]) -> None:
+    def _add_inflight_matches(self, block_hashes: list[int], found: dict[InstanceKey, int],
+                              inflight: dict[InstanceKey, int] | None = None) -> None:
         """Count prompt blocks that requests already routed to an instance are computing there.
 
         KV events only report blocks once their prefill ran, so without this a burst of requests sharing
         a new prefix would be spread over instances (each seeing no overlap anywhere) and every one of
-        them would prefill it again. Active prompts are tracked per instance as reference-counted block
-        hashes (--router-assume-kv-reuse), so the walk is a few dict lookups per instance.
+        them would prefill it again. The blocks matched beyond the index go to `inflight` (the selector
+        does not count them as queue added, see selector.py). Active prompts are tracked per instance as
+        reference-counted block hashes (--router-assume-kv-reuse), so the walk is a few dict lookups per
+        instance.
         """
         first = block_hashes[0]
         for key, load in self.active.loads.items():
@@ -270,8 +277,11 @@ class Router:
                 if h not in shared:
                     break
                 n += 1
-            if n > found.get(key, 0):
+            indexed = found.get(key, 0)
+            if n > indexed:
                 found[key] = n
+                if inflight is not None:  # blocks not cached yet: still being computed there
+                    inflight[key] = n - indexed
 
     def find_matches(self, block_hashes: list[int]) -> dict[InstanceKey, int]:
         """Leading prompt blocks cached per instance (kv mode; empty otherwise)."""

@@ -1,75 +1,89 @@
-"""Routing evaluation: prefix hit rate, TTFT and throughput of kv vs round-robin vs random routing.
+"""Routing evaluation: prefix hit rate, TTFT and req/s of kv vs round-robin vs random vs the oracle, over seeds.
 
-Starts `dynamo-mono serve --num-instances 4` (mocker at realistic speed) once per router mode and drives
-it with `dynamo-mono bench`'s prefix-group workload (G groups x U users share a G-specific prefix).
+Starts a fresh `dynamo-mono serve --num-instances N` (mocker) per mode and seed and drives it with the
+prefix-group workload of conformance/routing_workload.py (G groups x U users share a group prefix; with
+--zipf S the group of each request is Zipf(S)-distributed). The oracle pins group g to instance g mod N.
+Prints one row per mode: mean and spread (min-max) over seeds, and kv / oracle per seed.
 
-Run: python tests/benchmarks/bench_routing.py [--modes kv,round-robin,random] [--groups 16] [--users 8]
-     [--prefix 2048] [--suffix 256] [--osl 64] [--concurrency 32] [--speedup 1]
+Run: python tests/benchmarks/bench_routing.py [--modes kv,round-robin,random,oracle] [--seeds 0,1,2,3,4]
+     [--groups 16] [--users 8] [--prefix 1024] [--suffix 128] [--osl 32] [--concurrency 16] [--speedup 1]
+     [--zipf 0] [--server-args "..."] [--kv-args "..."]
+Over-capacity example: --zipf 1.0 --groups 32 --server-args "--num-gpu-blocks-override 136"
+(each instance caches about 4 prefixes of 16 blocks + the working set; 32 groups need 8 per instance).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import asyncio
 import shlex
+import statistics
 import sys
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from conformance.routing_workload import RunResult, Workload, run  # noqa: E402
 from conformance.server import start_server  # noqa: E402
-from dynamo_mono.bench import BenchConfig, parse_dist, run_benchmark  # noqa: E402
 
 
-def metric_sum(text: str, name: str) -> float:
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
-def evaluate(mode: str, a: argparse.Namespace) -> dict:
-    srv = start_server(["--num-instances", str(a.instances), "--router-mode", mode, "--speedup-ratio", str(a.speedup),
-                        "--block-size", str(a.block_size), "--max-model-len", str(a.prefix + a.suffix + a.osl + 64),
-                        *shlex.split(a.server_args)])
+def evaluate(mode: str, seed: int, a: argparse.Namespace) -> RunResult:
+    router = "kv" if mode in ("kv", "oracle") else mode
+    extra = shlex.split(a.kv_args) if mode == "kv" else []
+    srv = start_server(["--engine", "mocker", "--num-instances", str(a.instances), "--router-mode", router,
+                        "--speedup-ratio", str(a.speedup), "--block-size", str(a.block_size),
+                        "--max-model-len", str(a.prefix + a.suffix + a.osl + 64),
+                        *shlex.split(a.server_args), *extra])
     try:
-        cfg = BenchConfig(url=srv.url, api="completions-tokens", concurrency=a.concurrency,
-                          num_requests=a.groups * a.users, isl=parse_dist(str(a.prefix + a.suffix)),
-                          osl=parse_dist(str(a.osl)), workload="prefix-groups", prefix_len=a.prefix,
-                          num_groups=a.groups, server_pids=[srv.proc.pid], seed=a.seed)
-        res = run_benchmark(cfg)
-        text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
-        cached = metric_sum(text, "dynamo_frontend_cached_tokens_sum")
-        prompt = metric_sum(text, "dynamo_frontend_input_sequence_tokens_sum")
-        per_instance = {m.group(1): float(m.group(2)) for m in re.finditer(
-            r'dynamo_component_router_requests_total{[^}]*worker_id="(\d+)"[^}]*} (\S+)', text)}
-        return {"mode": mode, "hit_rate": cached / prompt if prompt else 0.0, "ttft_p50": res.ttft_ms["p50"],
-                "ttft_p99": res.ttft_ms["p99"], "req_s": res.req_per_s, "errors": res.failed,
-                "per_instance": per_instance}
+        w = Workload(groups=a.groups, users=a.users, prefix_len=a.prefix, suffix_len=a.suffix, osl=a.osl,
+                     seed=seed, zipf=a.zipf)
+        return asyncio.run(run(srv.url, w, concurrency=a.concurrency, oracle=mode == "oracle"))
     finally:
         srv.stop()
 
 
+def spread(xs: list[float], fmt: str) -> str:
+    return f"{format(statistics.mean(xs), fmt)} ({format(min(xs), fmt)}-{format(max(xs), fmt)})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", default="kv,round-robin,random")
+    ap.add_argument("--modes", default="kv,round-robin,random,oracle")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--instances", type=int, default=4)
     ap.add_argument("--groups", type=int, default=16)
     ap.add_argument("--users", type=int, default=8)
-    ap.add_argument("--prefix", type=int, default=2048)
-    ap.add_argument("--suffix", type=int, default=256)
-    ap.add_argument("--osl", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--prefix", type=int, default=1024)
+    ap.add_argument("--suffix", type=int, default=128)
+    ap.add_argument("--osl", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--speedup", type=float, default=1.0)
     ap.add_argument("--block-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent of group popularity (0 = uniform)")
     ap.add_argument("--server-args", default="", help="extra `dynamo-mono serve` arguments for every mode")
+    ap.add_argument("--kv-args", default="", help="extra arguments for the kv mode only")
     a = ap.parse_args()
-    rows = [evaluate(m, a) for m in a.modes.split(",")]
-    print(f"\n{a.instances} mocker instances, speedup {a.speedup}, {a.groups} groups x {a.users} users, "
-          f"prefix {a.prefix} + suffix {a.suffix} tokens, OSL {a.osl}, concurrency {a.concurrency}")
-    print(f"{'mode':<12} {'hit rate':>9} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'req/s':>7} {'errors':>6}  per instance")
-    for r in rows:
-        print(f"{r['mode']:<12} {r['hit_rate']:>9.1%} {r['ttft_p50']:>12.1f} {r['ttft_p99']:>12.1f} "
-              f"{r['req_s']:>7.2f} {r['errors']:>6}  {r['per_instance']}")
+    modes = a.modes.split(",")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    res: dict[str, list[RunResult]] = {m: [] for m in modes}
+    for seed in seeds:  # modes alternate within a seed, so machine-load drift hits them alike
+        for m in modes:
+            r = evaluate(m, seed, a)
+            res[m].append(r)
+            print(f"seed {seed} {m:<12} hit {r.hit_rate:.3f} p50 {r.ttft_p50_ms:.1f} ms p99 {r.ttft_p99_ms:.1f} ms "
+                  f"{r.req_s:.2f} req/s lost {r.lost_decisions:.0f}", flush=True)
+    print(f"\n{a.instances} mocker instances, speedup {a.speedup}, {a.groups} groups x {a.users} users"
+          f"{f' (zipf {a.zipf})' if a.zipf else ''}, prefix {a.prefix} + suffix {a.suffix} tokens, OSL {a.osl}, "
+          f"concurrency {a.concurrency}, seeds {seeds}; mean (min-max)")
+    print(f"{'mode':<12} {'hit rate':>20} {'TTFT p50 ms':>20} {'TTFT p99 ms':>22} {'req/s':>20}")
+    for m in modes:
+        rs = res[m]
+        print(f"{m:<12} {spread([r.hit_rate for r in rs], '.3f'):>20} {spread([r.ttft_p50_ms for r in rs], '.1f'):>20} "
+              f"{spread([r.ttft_p99_ms for r in rs], '.1f'):>22} {spread([r.req_s for r in rs], '.2f'):>20}")
+    if "kv" in res and "oracle" in res:
+        ratios = [k.hit_rate / o.hit_rate for k, o in zip(res["kv"], res["oracle"]) if o.hit_rate]
+        print(f"kv / oracle hit rate per seed: {', '.join(f'{x:.2f}' for x in ratios)}; "
+              f"mean {statistics.mean(ratios):.2f}, min {min(ratios):.2f}")
 
 
 if __name__ == "__main__":

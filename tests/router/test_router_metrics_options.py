@@ -58,7 +58,8 @@ def test_two_routers_share_a_registry() -> None:
 
 def test_defaults_follow_dynamo() -> None:
     s = defaults(ROUTER_OPTIONS)
-    assert (s.router_mode, s.router_kv_overlap_score_weight, s.router_temperature) == ("round-robin", 1.0, 0.0)
+    # The overlap weight is the exception: 8.0, measured (docs/router.md), where Dynamo has 1.0.
+    assert (s.router_mode, s.router_kv_overlap_score_weight, s.router_temperature) == ("round-robin", 8.0, 0.0)
     assert (s.router_kv_events, s.router_ttl_secs, s.router_max_tree_size, s.router_prune_target_ratio) == \
         (True, 120.0, 2**20, 0.8)
     assert (s.router_assume_kv_reuse, s.router_track_active_blocks, s.router_track_output_blocks) == \
