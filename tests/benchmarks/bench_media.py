@@ -125,13 +125,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--chats", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--part", choices=("all", "throughput", "ttft"), default="all")
     args = ap.parse_args()
     from dynamo_mono_diffusers.tiny_pipelines import make_stable_diffusion
 
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         model_dir = make_stable_diffusion(Path(tmp) / "tiny-sd")
         direct, c1, c2 = [], [], []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if args.part != "ttft" else 0):
             direct.append(direct_images_per_s(model_dir, args.images, args.size, args.steps))
             srv = start_server(["--engine", "diffusers", "--model-kind", "image", "--model", str(model_dir),
                                 "--served-model-name", "painter", "--max-num-inference-steps", "50",
@@ -141,28 +142,36 @@ def main() -> int:
                 c2.append(asyncio.run(server_images_per_s(srv.url, "painter", args.images, args.size, args.steps, 2)))
             finally:
                 srv.stop()
+        if args.part == "ttft":
+            return ttft_part(model_dir, Path(tmp), args)
         d, s1, s2 = statistics.median(direct), statistics.median(c1), statistics.median(c2)
         print(f"images/s ({args.size}x{args.size}, {args.steps} steps, best of {args.rounds} alternated rounds, median)")
         print(f"  direct pipeline + PNG : {d:7.2f}")
         print(f"  server c=1            : {s1:7.2f}  ({(s1 / d - 1) * 100:+.1f} %)")
         print(f"  server c=2            : {s2:7.2f}  ({(s2 / d - 1) * 100:+.1f} %)")
 
-        cfg = Path(tmp) / "models.yaml"
-        cfg.write_text(f"- {{name: tiny-chatml, engine: mocker, options: {{speedup_ratio: 1}}}}\n"
-                       f"- {{name: painter, engine: diffusers, kind: image, model: {model_dir}}}\n")
-        srv = start_server(["--config", str(cfg), "--log-level", "warning"], timeout=300)
-        try:
-            quiet, busy, images = asyncio.run(ttft_with_and_without(srv.url, args.chats, args.size, args.steps))
-        finally:
-            srv.stop()
-        print(f"chat TTFT p50 ({args.chats} streaming requests, mocker chat model beside the diffusers model)")
-        print(f"  (a) generator on a server thread, no image load : {quiet * 1000:7.2f} ms")
-        print(f"  (a) generator on a server thread, images        : {busy * 1000:7.2f} ms  "
-              f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
-        quiet, busy, images = worker_ttft(model_dir, Path(tmp), args)
-        print(f"  (b) generator in a worker process, no image load: {quiet * 1000:7.2f} ms")
-        print(f"  (b) generator in a worker process, images       : {busy * 1000:7.2f} ms  "
-              f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
+        ttft_part(model_dir, Path(tmp), args)
+    return 0
+
+
+def ttft_part(model_dir: Path, tmp: Path, args: argparse.Namespace) -> int:
+    """Chat TTFT p50 with and without image load: (a) generator on a server thread, (b) in a worker process."""
+    cfg = tmp / "models.yaml"
+    cfg.write_text(f"- {{name: tiny-chatml, engine: mocker, options: {{speedup_ratio: 1}}}}\n"
+                   f"- {{name: painter, engine: diffusers, kind: image, model: {model_dir}}}\n")
+    srv = start_server(["--config", str(cfg), "--log-level", "warning"], timeout=300)
+    try:
+        quiet, busy, images = asyncio.run(ttft_with_and_without(srv.url, args.chats, args.size, args.steps))
+    finally:
+        srv.stop()
+    print(f"chat TTFT p50 ({args.chats} streaming requests, mocker chat model beside the diffusers model)")
+    print(f"  (a) generator on a server thread, no image load : {quiet * 1000:7.2f} ms")
+    print(f"  (a) generator on a server thread, images        : {busy * 1000:7.2f} ms  "
+          f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
+    quiet, busy, images = worker_ttft(model_dir, tmp, args)
+    print(f"  (b) generator in a worker process, no image load: {quiet * 1000:7.2f} ms")
+    print(f"  (b) generator in a worker process, images       : {busy * 1000:7.2f} ms  "
+          f"({(busy / quiet - 1) * 100:+.1f} %, {images} images meanwhile)")
     return 0
 
 
@@ -188,10 +197,14 @@ def worker_ttft(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[f
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             import json
+            import urllib.error
             import urllib.request
 
-            with urllib.request.urlopen(srv.url + "/health", timeout=5) as r:
-                health = json.loads(r.read())
+            try:
+                with urllib.request.urlopen(srv.url + "/health", timeout=5) as r:
+                    health = json.loads(r.read())
+            except urllib.error.HTTPError as exc:  # 503 until the worker's instance is ready
+                health = json.loads(exc.read())
             if any(m["name"] == "painter" and m["ready_instances"] for m in health["models"]):
                 break
             time.sleep(0.2)
