@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from dynamo_mono.engine import (
     EmbeddingOutput,
@@ -90,12 +90,7 @@ class RemoteEngine:
                 finished = True
                 raise EngineError(f"adapter '{name}' is too large for the worker link (raise --max-frame-size on "
                                   f"server and worker): {exc}", retryable=False) from None
-            loop = asyncio.get_running_loop()
-            while not stream.items:
-                fut = loop.create_future()
-                stream.waiter = fut
-                await fut
-            item = stream.items.popleft()
+            item = await _next_item(stream)
             finished = True
             if type(item) is not m.LoraDone:
                 raise EngineError(item.message, retryable=item.retryable)
@@ -156,12 +151,7 @@ class RemoteEngine:
         finished = False
         try:
             session.send_nowait(m.Embed(sid, self.instance, request))
-            loop = asyncio.get_running_loop()
-            while not stream.items:
-                fut = loop.create_future()
-                stream.waiter = fut
-                await fut
-            item = stream.items.popleft()
+            item = await _next_item(stream)
             finished = True
             if type(item) is m.Embedded:
                 try:
@@ -189,16 +179,9 @@ class RemoteEngine:
             except FrameTooLarge as exc:  # nothing was sent: the request (its input_reference) is too big
                 finished = True
                 raise EngineError(f"media request too large for the worker link: {exc}", retryable=False) from None
-            loop = asyncio.get_running_loop()
-            items = stream.items
             parts = m.MediaAssembler()
             while True:
-                if not items:
-                    fut = loop.create_future()
-                    stream.waiter = fut
-                    await fut
-                    continue
-                item = items.popleft()
+                item = await _next_item(stream)
                 t = type(item)
                 if t is m.MediaChunk:
                     try:
@@ -223,6 +206,15 @@ class RemoteEngine:
             raise EngineError(f"worker {session.name}: {exc}") from None
         finally:
             session.close_stream(sid, abort=not finished)
+
+
+async def _next_item(stream: Any) -> Any:
+    """The next frame of a stream, waiting for it (the paths that are not per token; generate() inlines this)."""
+    while not stream.items:
+        fut = asyncio.get_running_loop().create_future()
+        stream.waiter = fut
+        await fut
+    return stream.items.popleft()
 
 
 def _read_adapter_files(path: str) -> dict[str, bytes]:
