@@ -7,7 +7,9 @@ Prints one row per mode: mean and spread (min-max) over seeds, and kv / oracle p
 
 Mode `dynamo` (added by --dynamo) runs the same workload against NVIDIA Dynamo 1.6.1 when installed
 (--dynamo-python, default /tmp/dynvenv/bin/python): its frontend with `--router-mode kv` and one mocker
-process with `--num-workers N`, same block size, speedup and max model length. Hit rate is read the same
+process with `--num-workers N`, same block size, speedup and max model length; mode `dynamo-oracle` pins
+groups on that same Dynamo stack like the oracle does (it separates Dynamo's router from its frontend and
+mocker). Hit rate is read the same
 way from both servers: the delta of dynamo_frontend_cached_tokens_sum / dynamo_frontend_input_sequence_tokens_sum
 on /metrics (both frontends export these histograms, fed by the engines' cached-token counts). With
 --shared-profile both mockers (every mode) load one --planner-profile-data NPZ (bench_vs_dynamo's), so TTFT
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -33,20 +36,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from conformance import routing_workload  # noqa: E402
 from conformance.routing_workload import RunResult, Workload, run  # noqa: E402
 from conformance.server import start_server  # noqa: E402
 from dynamo_mono.assets import TINY_CHATML_DIR  # noqa: E402
 from tests.benchmarks.bench_vs_dynamo import MODEL, Servers, _free_port, _wait_models, write_shared_profile  # noqa: E402
 
 
-def _dynamo_instances(kv_dir: Path) -> int:
-    """Registered `generate` endpoint instances in Dynamo's file discovery directory."""
+def _dynamo_instances(kv_dir: Path) -> list[int]:
+    """Instance ids of the registered `generate` endpoints in Dynamo's file discovery directory."""
     root = kv_dir / "v1" / "instances"
-    return sum(1 for f in root.rglob("*") if f.is_file() and "generate" in str(f.relative_to(root))) \
-        if root.exists() else 0
+    if not root.exists():
+        return []
+    return sorted(json.loads(f.read_text())["instance_id"] for f in root.rglob("*")
+                  if f.is_file() and "generate" in str(f.relative_to(root)))
 
 
 def start_dynamo_kv(a: argparse.Namespace) -> Servers:
@@ -68,10 +75,11 @@ def start_dynamo_kv(a: argparse.Namespace) -> Servers:
     try:
         _wait_models(s.url)
         deadline = time.monotonic() + 60
-        while _dynamo_instances(kv_dir) < a.instances:
+        while len(ids := _dynamo_instances(kv_dir)) < a.instances:
             if time.monotonic() > deadline or any(p.poll() is not None for p in s.procs):
-                raise RuntimeError(f"{_dynamo_instances(kv_dir)} of {a.instances} Dynamo workers registered")
+                raise RuntimeError(f"{len(ids)} of {a.instances} Dynamo workers registered")
             time.sleep(0.1)
+        s.worker_ids = ids  # type: ignore[attr-defined]
     except RuntimeError as exc:
         logs = "".join((s.tmp / f).read_text(errors="replace")[-1500:] for f in ("frontend.log", "mocker.log"))
         s.stop()
@@ -86,10 +94,15 @@ def max_model_len(a: argparse.Namespace) -> int:
 def evaluate(mode: str, seed: int, a: argparse.Namespace) -> RunResult:
     w = Workload(groups=a.groups, users=a.users, prefix_len=a.prefix, suffix_len=a.suffix, osl=a.osl,
                  seed=seed, zipf=a.zipf)
-    if mode == "dynamo":
+    if mode in ("dynamo", "dynamo-oracle"):
         dyn = start_dynamo_kv(a)
         try:
-            return asyncio.run(run(dyn.url, w, concurrency=a.concurrency))
+            if mode == "dynamo":
+                return asyncio.run(run(dyn.url, w, concurrency=a.concurrency))
+            # Same pinning as the oracle (nvext.backend_instance_id, which Dynamo honours), with Dynamo's
+            # worker ids taken from its discovery directory instead of our router's /metrics gauges.
+            with mock.patch.object(routing_workload, "worker_ids", lambda _metrics: dyn.worker_ids):
+                return asyncio.run(run(dyn.url, w, concurrency=a.concurrency, oracle=True))
         finally:
             dyn.stop()
     router = "kv" if mode in ("kv", "oracle") else mode
@@ -127,17 +140,17 @@ def main() -> None:
     ap.add_argument("--kv-args", default="", help="extra arguments for the kv mode only")
     ap.add_argument("--dynamo", action="store_true", help="add mode `dynamo`: NVIDIA Dynamo's kv router + mockers")
     ap.add_argument("--dynamo-python", default=os.environ.get("DYNAMO_PYTHON", "/tmp/dynvenv/bin/python"))
-    ap.add_argument("--dynamo-args", default="", help="extra `dynamo.mocker` arguments for the dynamo mode")
+    ap.add_argument("--dynamo-args", default="", help="extra `dynamo.mocker` arguments for the dynamo modes")
     ap.add_argument("--shared-profile", action="store_true",
                     help="every mode's mocker loads one --planner-profile-data NPZ (bench_vs_dynamo's)")
     a = ap.parse_args()
     modes = a.modes.split(",")
     if a.dynamo and "dynamo" not in modes:
         modes.append("dynamo")
-    unknown = set(modes) - {"kv", "round-robin", "random", "oracle", "dynamo"}
+    unknown = set(modes) - {"kv", "round-robin", "random", "oracle", "dynamo", "dynamo-oracle"}
     if unknown:
         ap.error(f"unknown modes: {', '.join(sorted(unknown))}")
-    if "dynamo" in modes and not Path(a.dynamo_python).exists():
+    if {"dynamo", "dynamo-oracle"} & set(modes) and not Path(a.dynamo_python).exists():
         ap.error(f"Dynamo python {a.dynamo_python} not found: install it as in docs/performance.md")
     profile_dir = Path(tempfile.mkdtemp(prefix="bench-routing-profile-"))
     try:
@@ -154,16 +167,16 @@ def report(modes: list[str], a: argparse.Namespace) -> None:
         for m in modes:
             r = evaluate(m, seed, a)
             res[m].append(r)
-            print(f"seed {seed} {m:<12} hit {r.hit_rate:.3f} p50 {r.ttft_p50_ms:.1f} ms p99 {r.ttft_p99_ms:.1f} ms "
-                  f"{r.req_s:.2f} req/s lost {'-' if m == 'dynamo' else f'{r.lost_decisions:.0f}'}", flush=True)
+            print(f"seed {seed} {m:<13} hit {r.hit_rate:.3f} p50 {r.ttft_p50_ms:.1f} ms p99 {r.ttft_p99_ms:.1f} ms "
+                  f"{r.req_s:.2f} req/s lost {'-' if m.startswith('dynamo') else f'{r.lost_decisions:.0f}'}", flush=True)
     print(f"\n{a.instances} mocker instances, speedup {a.speedup}, {a.groups} groups x {a.users} users"
           f"{f' (zipf {a.zipf})' if a.zipf else ''}, prefix {a.prefix} + suffix {a.suffix} tokens, OSL {a.osl}, "
           f"concurrency {a.concurrency}, seeds {seeds}"
           f"{', one shared planner profile' if a.profile else ''}; mean (min-max)")
-    print(f"{'mode':<12} {'hit rate':>20} {'TTFT p50 ms':>20} {'TTFT p99 ms':>22} {'req/s':>20}")
+    print(f"{'mode':<13} {'hit rate':>20} {'TTFT p50 ms':>20} {'TTFT p99 ms':>22} {'req/s':>20}")
     for m in modes:
         rs = res[m]
-        print(f"{m:<12} {spread([r.hit_rate for r in rs], '.3f'):>20} {spread([r.ttft_p50_ms for r in rs], '.1f'):>20} "
+        print(f"{m:<13} {spread([r.hit_rate for r in rs], '.3f'):>20} {spread([r.ttft_p50_ms for r in rs], '.1f'):>20} "
               f"{spread([r.ttft_p99_ms for r in rs], '.1f'):>22} {spread([r.req_s for r in rs], '.2f'):>20}")
     if "kv" in res and "oracle" in res:
         ratios = [k.hit_rate / o.hit_rate for k, o in zip(res["kv"], res["oracle"]) if o.hit_rate]
