@@ -7,7 +7,8 @@ Default coefficients approximate a 7-8B dense model (bf16) on one H100:
   4e-5 ms per active KV token (~128 KiB of KV per token read at ~3 TB/s).
 So a 1000-token prompt takes ~63 ms to prefill and a decode step of 64 sequences x 2000 tokens ~14 ms.
 
-A measured profile (Dynamo's --planner-profile-data: NPZ, or JSON with the same keys) replaces the
+A measured profile (Dynamo's --planner-profile-data: the mocker NPZ, JSON with the same keys, or a profile
+directory as `dynamo-mono profile` and Dynamo's profiler write it, see dynamo_mono/profiler/data.py) replaces the
 formulas: prefill time of a chunk = TTFT(context + new) - TTFT(context), interpolated (linearly
 extrapolated) over prefill_isl / prefill_ttft_ms; decode step time = ITL interpolated over
 decode_active_kv_tokens and decode_context_length (decode_itl as a 2-D grid
@@ -144,8 +145,11 @@ class ProfilePerfModel(PerfModel):
 
 
 def load_profile(path: str) -> ProfilePerfModel:
-    """Load an NPZ (or JSON with the same keys) profile; ConfigError with a one-line message on failure."""
+    """Load a profile directory (selected_{prefill,decode}_interpolation/raw_data.npz), or an NPZ (or JSON) with the
+    mocker's keys; ConfigError with a one-line message on failure."""
     p = Path(path)
+    if p.is_dir():
+        return ProfilePerfModel(_from_profile_dir(p), path)
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -159,3 +163,13 @@ def load_profile(path: str) -> ProfilePerfModel:
     except (ValueError, json.JSONDecodeError) as exc:
         raise ConfigError(f"planner profile {path}: unreadable ({exc})") from None
     return ProfilePerfModel(data, path)
+
+
+def _from_profile_dir(path: Path) -> dict[str, Any]:
+    """A profile directory as the mocker's arrays: prefill TTFT per ISL; decode ITL on (active KV, context) grid."""
+    from dynamo_mono.profiler.data import decode_grid, read_profile
+
+    prof = read_profile(path)
+    kv, ctx, itl = decode_grid(prof.decode)
+    return {"prefill_isl": prof.prefill.isl, "prefill_ttft_ms": prof.prefill.ttft_ms,
+            "decode_active_kv_tokens": kv, "decode_context_length": ctx, "decode_itl": itl}

@@ -1,0 +1,125 @@
+"""Drives one engine instance in-process through the Engine protocol and times its outputs: TTFT of lone prompts,
+ITL of N sequences decoding together."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from dynamo_mono.engine import Engine, EngineRequest, SamplingParams, StopConditions
+from dynamo_mono.profiler.plan import DecodePoint
+
+
+class ProfileError(RuntimeError):
+    """The engine failed a profiling request, or a point produced no measurement."""
+
+
+@dataclass
+class Timeline:
+    """When one request started and when each of its outputs arrived (with how many tokens it carried)."""
+
+    start: float
+    outputs: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.outputs[0][0] - self.start
+
+    @property
+    def first(self) -> float:
+        return self.outputs[0][0]
+
+    @property
+    def last(self) -> float:
+        return self.outputs[-1][0]
+
+
+class Prompts:
+    """Random prompts, each distinct from the first token (no prefix-cache hits between them)."""
+
+    def __init__(self, vocab_size: int, seed: int) -> None:
+        self.vocab = max(2, vocab_size)
+        self.rng = np.random.default_rng(seed)
+
+    def make(self, n_tokens: int) -> list[int]:
+        return self.rng.integers(0, self.vocab, size=n_tokens).tolist()
+
+
+async def run_request(engine: Engine, token_ids: list[int], max_tokens: int) -> Timeline:
+    """One request of exactly max_tokens output tokens (EOS ignored), timed as its outputs arrive."""
+    req = EngineRequest(request_id=f"profile-{uuid.uuid4().hex[:12]}", token_ids=token_ids,
+                        sampling=SamplingParams(temperature=0.0),
+                        stop=StopConditions(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True))
+    tl = Timeline(time.perf_counter())
+    async for out in engine.generate(req):
+        if out.token_ids:
+            tl.outputs.append((time.perf_counter(), len(out.token_ids)))
+        if out.finish_reason in ("error", "abort"):
+            raise ProfileError(f"the engine ended a profiling request with {out.finish_reason}: {out.error or ''}")
+        if out.finish_reason is not None:
+            break
+    if not tl.outputs:
+        raise ProfileError("the engine finished a profiling request without producing a token")
+    return tl
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    isl: int
+    ttft_ms: float  # median over the repeats
+
+    @property
+    def thpt(self) -> float:
+        return self.isl / (self.ttft_ms / 1000.0) if self.ttft_ms > 0 else 0.0
+
+
+async def measure_prefill(engine: Engine, prompts: Prompts, isl: int, repeats: int,
+                          tick: Callable[[], None] = lambda: None) -> PrefillResult:
+    """TTFT of `repeats` prompts of isl tokens, one at a time (the instance runs nothing else)."""
+    ttfts = []
+    for _ in range(repeats):
+        tl = await run_request(engine, prompts.make(isl), 1)
+        ttfts.append(tl.ttft_s * 1000.0)
+        tick()
+    return PrefillResult(isl, statistics.median(ttfts))
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    point: DecodePoint
+    itl_ms: float
+    kv_tokens: float  # average active KV tokens over the measured window
+
+    @property
+    def thpt(self) -> float:
+        return self.point.concurrency * 1000.0 / self.itl_ms if self.itl_ms > 0 else 0.0
+
+
+def decode_itl_ms(timelines: list[Timeline]) -> float:
+    """Mean time per token while every sequence is decoding: from the last first token to the first last token,
+    output gaps of each sequence divided by the tokens they brought."""
+    lo = max(t.first for t in timelines)
+    hi = min(t.last for t in timelines)
+    total_s, tokens = 0.0, 0
+    for t in timelines:
+        for (t0, _), (t1, n) in zip(t.outputs, t.outputs[1:]):
+            if t0 >= lo and t1 <= hi:
+                total_s += t1 - t0
+                tokens += n
+    if tokens == 0:
+        raise ProfileError("no decode step ran with every sequence of the point decoding: raise --decode-osl")
+    return total_s * 1000.0 / tokens
+
+
+async def measure_decode(engine: Engine, prompts: Prompts, point: DecodePoint, osl: int) -> DecodeResult:
+    """ITL of point.concurrency sequences of average context point.context_length decoding together."""
+    isl = point.isl(osl)
+    timelines = await asyncio.gather(*(run_request(engine, prompts.make(isl), osl)
+                                       for _ in range(point.concurrency)))
+    return DecodeResult(point, decode_itl_ms(list(timelines)), float(point.concurrency * point.context_length))
