@@ -77,7 +77,7 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
         decode = []
         for point in plan.decode:
             bar.note(f"decode ctx={point.context_length} n={point.concurrency}")
-            r = await measure_decode(engine, prompts, point, plan.decode_osl)
+            r = await measure_decode(engine, prompts, point, plan.decode_osl, plan.repeats)
             decode.append(r)
             bar.tick()
             if on_point:
@@ -109,10 +109,31 @@ def write_all(out_dir: Path, profile: Profile, facts: dict[str, Any], plot: bool
     return paths
 
 
+def profile_settings(plugins: Any, engine: str, cli: dict[str, Any], extra: list[str] | None = None,
+                     env: dict[str, str] | None = None) -> Settings:
+    """Resolve `profile --engine ENGINE` options from CLI values (by option name), env and defaults."""
+    settings = resolve(profile_options(plugins, engine), cli, env=env, extra_args=extra)
+    if extra and not _passthrough_allowed(plugins, settings.engine):
+        raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
+    return settings
+
+
+async def start_instance(settings: Settings, plugins: Any) -> tuple[Engine, Any]:
+    """One started chat instance of the configured engine (the path `serve` and `worker` take) and its ModelInfo."""
+    from dynamo_mono.model_spec import spec_from_settings
+    from dynamo_mono.serving.launch import engine_registration, load_model, start_engines
+
+    full = settings.replace(num_instances=1, model_kind="chat", reasoning_parser=None, tool_call_parser=None)
+    spec = replace(spec_from_settings(full, plugins.backend_options(settings.engine)), instances=1)
+    reg = engine_registration(plugins, spec)
+    info = load_model(spec)
+    engines = await start_engines(reg, spec, info)
+    return engines[0], info
+
+
 async def run_profile(settings: Settings, plugins: Any) -> list[Path]:
     """Start one instance of the configured engine, sweep it, stop it, write the profile."""
-    from dynamo_mono.model_spec import spec_from_settings
-    from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
+    from dynamo_mono.serving.launch import stop_all
 
     if settings.plot:  # fail before sweeping, not after
         import importlib.util
@@ -121,23 +142,20 @@ async def run_profile(settings: Settings, plugins: Any) -> list[Path]:
 
         if importlib.util.find_spec("matplotlib") is None:
             raise ConfigError(INSTALL_HINT)
-    full = settings.replace(num_instances=1, model_kind="chat", reasoning_parser=None, tool_call_parser=None)
-    spec = replace(spec_from_settings(full, plugins.backend_options(settings.engine)), instances=1)
-    reg = engine_registration(plugins, spec)
-    info = load_model(spec)
+    engine, info = await start_instance(settings, plugins)
     vocab = info.tokenizer.vocab_size if info.tokenizer is not None else 0
-    engines = await start_engines(reg, spec, info)
     try:
-        card = engines[0].model_card()
+        card = engine.model_card()
         plan = plan_sweep(settings, card)
-        log.info("profiling %s (%s): prefill ISL %s; decode %d points, KV cache %d tokens", spec.engine, info.name,
-                 plan.prefill_isl, len(plan.decode), plan.max_kv_tokens)
-        profile = await sweep(engines[0], plan, vocab, settings.profile_seed, settings.progress, log.info)
+        log.info("profiling %s (%s): prefill ISL %s; decode %d points, KV cache %d tokens", settings.engine,
+                 info.name, plan.prefill_isl, len(plan.decode), plan.max_kv_tokens)
+        profile = await sweep(engine, plan, vocab, settings.profile_seed, settings.progress, log.info)
     finally:
-        await stop_all(engines)
-    facts = {"engine": spec.engine, "model": info.name, "model_path": info.path,
-             "engine_options": {k: v for k, v in spec.engine_options.items() if v is not None},
-             "extra_args": list(spec.extra_args), "block_size": card.block_size,
+        await stop_all([engine])
+    engine_opts = {o.name: settings.get(o.name) for o in plugins.backend_options(settings.engine)}
+    facts = {"engine": settings.engine, "model": info.name, "model_path": info.path,
+             "engine_options": {k: v for k, v in engine_opts.items() if v is not None},
+             "extra_args": list(settings.extra_args), "block_size": card.block_size,
              "total_kv_blocks": card.total_kv_blocks, "max_num_seqs": card.max_num_seqs,
              "max_num_batched_tokens": card.max_num_batched_tokens, "max_model_len": card.max_model_len,
              "plan": asdict(plan)}
@@ -157,10 +175,8 @@ def cmd_profile(args: argparse.Namespace, extra: list[str], plugins: Any, engine
 
     options = profile_options(plugins, engine)
     try:
-        settings = resolve(options, {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)},
-                           extra_args=extra)
-        if extra and not _passthrough_allowed(plugins, settings.engine):
-            raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
+        settings = profile_settings(plugins, engine, {o.name: getattr(args, o.name) for o in options
+                                                      if hasattr(args, o.name)}, extra)
     except ConfigError as exc:
         print(f"dynamo-mono profile: error: {exc}", file=sys.stderr)
         return 2

@@ -117,9 +117,14 @@ def decode_itl_ms(timelines: list[Timeline]) -> float:
     return total_s * 1000.0 / tokens
 
 
-async def measure_decode(engine: Engine, prompts: Prompts, point: DecodePoint, osl: int) -> DecodeResult:
-    """ITL of point.concurrency sequences of average context point.context_length decoding together."""
+async def measure_decode(engine: Engine, prompts: Prompts, point: DecodePoint, osl: int,
+                         repeats: int = 1) -> DecodeResult:
+    """ITL of point.concurrency sequences of average context point.context_length decoding together (the median
+    over `repeats` waves)."""
     isl = point.isl(osl)
-    timelines = await asyncio.gather(*(run_request(engine, prompts.make(isl), osl)
-                                       for _ in range(point.concurrency)))
-    return DecodeResult(point, decode_itl_ms(list(timelines)), float(point.concurrency * point.context_length))
+    itls = []
+    for _ in range(repeats):
+        timelines = await asyncio.gather(*(run_request(engine, prompts.make(isl), osl)
+                                           for _ in range(point.concurrency)))
+        itls.append(decode_itl_ms(list(timelines)))
+    return DecodeResult(point, statistics.median(itls), float(point.concurrency * point.context_length))

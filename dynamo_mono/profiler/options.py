@@ -30,10 +30,11 @@ PROFILE_OPTIONS: list[Option] = [
     Option("decode_interpolation_granularity", int, 4,
            "context lengths, and concurrencies per context length, in the default decode sweep", _G, min=1,
            max=64),
-    Option("decode_osl", int, 32,
+    Option("decode_osl", int, 64,
            "tokens each decode request generates; ITL is measured while every request of a point is decoding", _G,
            min=3),
-    Option("profile_repeats", int, 3, "prompts measured per prefill length (the median TTFT is kept)", _G, min=1),
+    Option("profile_repeats", int, 3, "measurements per point: prompts per prefill length, waves per decode point "
+           "(the median is kept)", _G, min=1),
     Option("profile_warmup", int, 2, "warm-up requests before measuring (first-run compilation, caches)", _G,
            min=0),
     Option("profile_seed", int, 0, "seed of the random prompt tokens", _G, min=0),

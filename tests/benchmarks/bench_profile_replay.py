@@ -1,0 +1,142 @@
+"""Profile vLLM (tiny random Llama on CPU) with `dynamo-mono profile`, then run the same load on that vLLM and on
+the mocker replaying the profile: TTFT / ITL side by side.
+
+Both engines are driven in-process through the Engine protocol (no HTTP: its overhead is the same for both and
+would only blur the engine timings). The mocker copies the instance's shape from DIR/profile.json (block size, KV
+blocks, max-num-seqs, token budget) and takes its timing from the profile (--planner-profile-data DIR).
+
+    python3 tests/benchmarks/bench_profile_replay.py [--profile-dir DIR] [--reuse-profile] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.vllm.conftest import VLLM_ENV  # noqa: E402
+
+os.environ.update(VLLM_ENV)
+
+VLLM_FLAGS = ["--engine", "vllm", "--dtype", "float32", "--enforce-eager", "--block-size", "32",
+              "--max-model-len", "2048", "--num-gpu-blocks-override", "512"]
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    concurrency: int
+    requests: int
+    isl: tuple[int, int]  # uniform range
+    osl: int
+
+
+LOADS = [
+    Load("c=1  isl 256-1024 osl 64", 1, 6, (256, 1024), 64),
+    Load("c=4  isl 128-512  osl 64", 4, 16, (128, 512), 64),
+    Load("c=8  isl 128-768  osl 96", 8, 24, (128, 768), 96),
+    Load("c=16 isl 64-256   osl 64", 16, 48, (64, 256), 64),
+]
+
+
+async def drive(engine, vocab: int, load: Load, seed: int) -> tuple[list[float], list[float]]:
+    """Closed loop: `concurrency` clients, `requests` in all; per request TTFT and mean ITL (ms)."""
+    import numpy as np
+
+    from dynamo_mono.profiler.measure import run_request
+
+    rng = np.random.default_rng(seed)
+    work = [(rng.integers(0, vocab, size=int(rng.integers(load.isl[0], load.isl[1] + 1))).tolist())
+            for _ in range(load.requests)]
+    ttft, itl = [], []
+
+    async def client() -> None:
+        while work:
+            tl = await run_request(engine, work.pop(), load.osl)
+            ttft.append(tl.ttft_s * 1000)
+            n = sum(k for _, k in tl.outputs) - tl.outputs[0][1]
+            if n > 0:
+                itl.append((tl.last - tl.first) * 1000 / n)
+
+    await asyncio.gather(*(client() for _ in range(load.concurrency)))
+    return ttft, itl
+
+
+async def measure(engine_name: str, cli: dict, extra: list[str], rounds: int) -> dict[str, tuple[float, float]]:
+    from dynamo_mono.plugins import get_plugins
+    from dynamo_mono.profiler.command import profile_settings, start_instance
+    from dynamo_mono.profiler.measure import run_request
+
+    plugins = get_plugins()
+    settings = profile_settings(plugins, engine_name, {"engine": engine_name, **cli}, extra)
+    engine, info = await start_instance(settings, plugins)
+    vocab = info.tokenizer.vocab_size
+    out = {}
+    try:
+        for _ in range(2):  # warm-up, as the profiler does
+            await run_request(engine, list(range(1, 512)), 8)
+        for load in LOADS:
+            ttft, itl = [], []
+            for r in range(rounds):
+                a, b = await drive(engine, vocab, load, seed=1000 + r)
+                ttft += a
+                itl += b
+            out[load.name] = (statistics.mean(ttft), statistics.mean(itl))
+    finally:
+        await engine.stop()
+    return out
+
+
+def _vllm_cli(model: Path) -> tuple[dict, list[str]]:
+    return ({"model": str(model), "dtype": "float32", "enforce_eager": True, "block_size": 32,
+             "max_model_len": 2048, "num_gpu_blocks_override": 512}, [])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile-dir", default=str(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-profile"))
+    ap.add_argument("--reuse-profile", action="store_true", help="use the profile already in --profile-dir")
+    ap.add_argument("--rounds", type=int, default=2, help="repeats of each load per engine")
+    args = ap.parse_args()
+
+    from dynamo_mono_vllm.tiny_model import build_tiny_llama
+
+    model = build_tiny_llama(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-llama-v1", seed=0)
+    prof = Path(args.profile_dir)
+    if not args.reuse_profile or not (prof / "profile.json").exists():
+        cmd = [sys.executable, "-m", "dynamo_mono.cli", "profile", *VLLM_FLAGS, "--model", str(model),
+               "--output-dir", str(prof), "--log-level", "warning"]
+        print("$", " ".join(cmd), flush=True)
+        t0 = time.monotonic()
+        subprocess.run(cmd, check=True, env={**os.environ, **VLLM_ENV})
+        print(f"profile taken in {time.monotonic() - t0:.0f} s", flush=True)
+    facts = json.loads((prof / "profile.json").read_text())
+    vllm_cli, extra = _vllm_cli(model)
+    mocker_cli = {"model": str(model), "max_model_len": 2048, "planner_profile_data": str(prof),
+                  "block_size": facts["block_size"], "num_gpu_blocks_override": facts["total_kv_blocks"],
+                  "max_num_seqs": facts["max_num_seqs"], "max_num_batched_tokens": facts["max_num_batched_tokens"],
+                  "speedup_ratio": 1.0}
+    real = asyncio.run(measure("vllm", vllm_cli, extra, args.rounds))
+    mock = asyncio.run(measure("mocker", mocker_cli, [], args.rounds))
+    print(f"\nprofile: {prof}  (mocker: block {facts['block_size']}, {facts['total_kv_blocks']} blocks, "
+          f"max-num-seqs {facts['max_num_seqs']}, max-num-batched-tokens {facts['max_num_batched_tokens']})")
+    print(f"{'load':28s} {'TTFT vLLM':>10s} {'TTFT mock':>10s} {'ratio':>6s}   {'ITL vLLM':>9s} {'ITL mock':>9s} "
+          f"{'ratio':>6s}")
+    for load in LOADS:
+        (tv, iv), (tm, im) = real[load.name], mock[load.name]
+        print(f"{load.name:28s} {tv:8.2f}ms {tm:8.2f}ms {tm / tv:6.2f}   {iv:7.2f}ms {im:7.2f}ms {im / iv:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
