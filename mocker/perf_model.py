@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from dynamo_mono.config import ConfigError
+from dynamo_mono.profiler.data import SEQ_OVERHEAD_KEY, ttft_intercept
 
 
 @dataclass
@@ -87,11 +88,10 @@ class ProfilePerfModel(PerfModel):
         order = np.argsort(isl)
         self.isl, self.ttft = isl[order], ttft[order]
         # the fixed part of a prefill: TTFT linearly extrapolated to zero tokens from the first two points
-        if len(self.isl) > 1 and self.isl[1] > self.isl[0]:
-            slope = (self.ttft[1] - self.ttft[0]) / (self.isl[1] - self.isl[0])
-            self.intercept = float(min(self.ttft[0], max(0.0, self.ttft[0] - slope * self.isl[0])))
-        else:
-            self.intercept = 0.0
+        self.intercept = ttft_intercept(self.isl, self.ttft)
+        # what each further prompt of a step costs beyond its tokens (measured by `dynamo-mono profile`)
+        overhead = np.asarray(data.get(SEQ_OVERHEAD_KEY, [0.0]), dtype=float).ravel()
+        self.seq_overhead = max(0.0, float(overhead[0])) if len(overhead) else 0.0
         if itl.ndim == 2:
             if itl.shape != (len(kv), len(ctx)):
                 raise ConfigError(f"planner profile {source}: decode_itl shape {itl.shape} does not match "
@@ -130,14 +130,15 @@ class ProfilePerfModel(PerfModel):
 
     def step_ms(self, prefill: list[tuple[int, int, float]], decode_batch: int, decode_kv_tokens: int) -> float:
         # Each measured TTFT includes the fixed cost of one forward pass; a step pays it once, so every prefill
-        # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens).
+        # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens) and pays
+        # the profile's measured per-prompt overhead instead (0 when the profile has none).
         t = 0.0
         paid = False
         for new, ctx, factor in prefill:
             t += self.prefill_ms(new, ctx) * factor
             if ctx <= 0:  # a fresh prompt's TTFT: the fixed part is in it
                 if paid:
-                    t -= self.intercept
+                    t += self.seq_overhead - self.intercept
                 paid = True
         if decode_batch:
             t += self.decode_ms(decode_batch, decode_kv_tokens)
@@ -171,5 +172,6 @@ def _from_profile_dir(path: Path) -> dict[str, Any]:
 
     prof = read_profile(path)
     kv, ctx, itl = decode_grid(prof.decode)
-    return {"prefill_isl": prof.prefill.isl, "prefill_ttft_ms": prof.prefill.ttft_ms,
+    extra = {} if prof.prefill.seq_overhead_ms is None else {SEQ_OVERHEAD_KEY: [prof.prefill.seq_overhead_ms]}
+    return {**extra, "prefill_isl": prof.prefill.isl, "prefill_ttft_ms": prof.prefill.ttft_ms,
             "decode_active_kv_tokens": kv, "decode_context_length": ctx, "decode_itl": itl}

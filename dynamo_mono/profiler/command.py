@@ -15,8 +15,9 @@ import numpy as np
 
 from dynamo_mono.config import ConfigError, Option, Settings, dedupe, resolve
 from dynamo_mono.engine import Engine
-from dynamo_mono.profiler.data import DecodeProfile, PrefillProfile, Profile, write_profile
-from dynamo_mono.profiler.measure import Prompts, ProfileError, measure_decode, measure_prefill, run_request
+from dynamo_mono.profiler.data import DecodeProfile, PrefillProfile, Profile, ttft_intercept, write_profile
+from dynamo_mono.profiler.measure import (Prompts, ProfileError, measure_decode, measure_prefill,
+                                          measure_prefill_batch, run_request, seq_overhead_ms)
 from dynamo_mono.profiler.options import PROFILE_OPTIONS
 from dynamo_mono.profiler.plan import SweepPlan, plan_sweep
 
@@ -62,7 +63,8 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
                 on_point: Callable[[str], None] | None = None) -> Profile:
     """Measure every point of the plan on one started chat instance."""
     prompts = Prompts(vocab_size, seed)
-    bar = _Progress(plan.warmup + len(plan.prefill_isl) * plan.repeats + len(plan.decode), progress)
+    bar = _Progress(plan.warmup + (len(plan.prefill_isl) + len(plan.prefill_batch_isl)) * plan.repeats
+                    + len(plan.decode), progress)
     try:
         for _ in range(plan.warmup):
             await run_request(engine, prompts.make(min(plan.prefill_isl[-1], plan.max_context_length - 8)), 8)
@@ -74,6 +76,16 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
             prefill.append(r)
             if on_point:
                 on_point(f"prefill isl={isl}: ttft {r.ttft_ms:.2f} ms, {r.thpt:.0f} tok/s")
+        batched = {}
+        for isl in plan.prefill_batch_isl:
+            bar.note(f"prefill isl={isl} x{plan.prefill_batch}")
+            batched[isl] = await measure_prefill_batch(engine, prompts, isl, plan.prefill_batch, plan.repeats,
+                                                       bar.tick)
+            if on_point:
+                on_point(f"prefill isl={isl} x{plan.prefill_batch}: last first token after {batched[isl]:.2f} ms")
+        isl_arr, ttft_arr = np.array([r.isl for r in prefill], float), np.array([r.ttft_ms for r in prefill])
+        overhead = (seq_overhead_ms(prefill, batched, plan.prefill_batch, ttft_intercept(isl_arr, ttft_arr))
+                    if batched else None)
         decode = []
         for point in plan.decode:
             bar.note(f"decode ctx={point.context_length} n={point.concurrency}")
@@ -86,8 +98,7 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
     finally:
         bar.close()
     return Profile(
-        PrefillProfile(np.array([r.isl for r in prefill], float), np.array([r.ttft_ms for r in prefill]),
-                       np.array([r.thpt for r in prefill])),
+        PrefillProfile(isl_arr, ttft_arr, np.array([r.thpt for r in prefill]), overhead),
         DecodeProfile(np.array([r.kv_tokens / plan.max_kv_tokens for r in decode]),
                       np.array([r.point.context_length for r in decode], float),
                       np.array([r.itl_ms for r in decode]), np.array([r.thpt for r in decode]),

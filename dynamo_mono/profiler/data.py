@@ -2,6 +2,10 @@
 prefill_ttft [ms], prefill_thpt_per_gpu [tokens/s]) and DIR/selected_decode_interpolation/raw_data.npz (x_kv_usage
 [0-1], y_context_length, z_itl [ms], z_thpt_per_gpu [tokens/s], max_kv_tokens [1 element]); Dynamo's JSON fallback
 (prefill_raw_data.json / decode_raw_data.json in DIR) is read too. "per gpu" here means per engine instance.
+
+One key is ours: prefill_seq_overhead_ms (1 element, optional; Dynamo's readers ignore it), the extra time each
+further prompt of a batch costs beyond its own tokens' share of TTFT. The mocker charges it; without it a batch of
+prompts pays the fixed part of TTFT once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ DECODE_NPZ = Path("selected_decode_interpolation") / "raw_data.npz"
 PREFILL_JSON = "prefill_raw_data.json"
 DECODE_JSON = "decode_raw_data.json"
 PREFILL_KEYS = ("prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu")
+SEQ_OVERHEAD_KEY = "prefill_seq_overhead_ms"
 DECODE_KEYS = ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu", "max_kv_tokens")
 
 
@@ -29,6 +34,7 @@ class PrefillProfile:
     isl: np.ndarray  # tokens
     ttft_ms: np.ndarray
     thpt_per_instance: np.ndarray  # prompt tokens per second
+    seq_overhead_ms: float | None = None  # extra cost of each further prompt in a batch (None: not measured)
 
     def __post_init__(self) -> None:
         n = len(self.isl)
@@ -77,7 +83,9 @@ def write_profile(out_dir: str | Path, profile: Profile) -> tuple[Path, Path]:
     p.parent.mkdir(parents=True, exist_ok=True)
     d.parent.mkdir(parents=True, exist_ok=True)
     pf, dc = profile.prefill, profile.decode
-    np.savez(p, prefill_isl=_f(pf.isl), prefill_ttft=_f(pf.ttft_ms), prefill_thpt_per_gpu=_f(pf.thpt_per_instance))
+    extra = {} if pf.seq_overhead_ms is None else {SEQ_OVERHEAD_KEY: _f([pf.seq_overhead_ms])}
+    np.savez(p, prefill_isl=_f(pf.isl), prefill_ttft=_f(pf.ttft_ms), prefill_thpt_per_gpu=_f(pf.thpt_per_instance),
+             **extra)
     np.savez(d, x_kv_usage=_f(dc.kv_usage), y_context_length=_f(dc.context_length), z_itl=_f(dc.itl_ms),
              z_thpt_per_gpu=_f(dc.thpt_per_instance), max_kv_tokens=np.asarray([dc.max_kv_tokens], dtype=np.int64))
     return p, d
@@ -90,7 +98,8 @@ def is_profile_dir(path: str | Path) -> bool:
         (p / DECODE_NPZ).is_file() or (p / DECODE_JSON).is_file())
 
 
-def _load(directory: Path, npz: Path, js: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load(directory: Path, npz: Path, js: str, keys: tuple[str, ...],
+          optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     where = directory / npz
     try:
         if where.is_file():
@@ -112,7 +121,7 @@ def _load(directory: Path, npz: Path, js: str, keys: tuple[str, ...]) -> dict[st
     if missing:
         raise ConfigError(f"profile {where}: missing {', '.join(missing)}")
     try:
-        return {k: _f(data[k]) for k in keys}
+        return {k: _f(data[k]) for k in (*keys, *(o for o in optional if o in data))}
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"profile {where}: non-numeric data ({exc})") from None
 
@@ -120,13 +129,26 @@ def _load(directory: Path, npz: Path, js: str, keys: tuple[str, ...]) -> dict[st
 def read_profile(profile_dir: str | Path) -> Profile:
     """Read a profile directory (ours or Dynamo's profiler's); ConfigError with a one-line message on failure."""
     d = Path(profile_dir)
-    pre = _load(d, PREFILL_NPZ, PREFILL_JSON, PREFILL_KEYS)
+    pre = _load(d, PREFILL_NPZ, PREFILL_JSON, PREFILL_KEYS, (SEQ_OVERHEAD_KEY,))
     dec = _load(d, DECODE_NPZ, DECODE_JSON, DECODE_KEYS)
     if len(dec["max_kv_tokens"]) < 1:
         raise ConfigError(f"profile {d}: max_kv_tokens is empty")
-    return Profile(PrefillProfile(pre["prefill_isl"], pre["prefill_ttft"], pre["prefill_thpt_per_gpu"]),
+    overhead = pre.get(SEQ_OVERHEAD_KEY)
+    return Profile(PrefillProfile(pre["prefill_isl"], pre["prefill_ttft"], pre["prefill_thpt_per_gpu"],
+                                  float(overhead[0]) if overhead is not None and len(overhead) else None),
                    DecodeProfile(dec["x_kv_usage"], dec["y_context_length"], dec["z_itl"], dec["z_thpt_per_gpu"],
                                  int(dec["max_kv_tokens"][0])))
+
+
+def ttft_intercept(isl: np.ndarray, ttft_ms: np.ndarray) -> float:
+    """The fixed part of TTFT: extrapolated to zero tokens along the first two points (by ISL), within
+    [0, first TTFT]; 0 with fewer than two distinct lengths."""
+    order = np.argsort(isl)
+    x, y = np.asarray(isl, float)[order], np.asarray(ttft_ms, float)[order]
+    if len(x) < 2 or x[1] <= x[0]:
+        return 0.0
+    slope = (y[1] - y[0]) / (x[1] - x[0])
+    return float(min(y[0], max(0.0, y[0] - slope * x[0])))
 
 
 def decode_grid(decode: DecodeProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

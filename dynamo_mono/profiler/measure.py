@@ -90,6 +90,24 @@ async def measure_prefill(engine: Engine, prompts: Prompts, isl: int, repeats: i
     return PrefillResult(isl, statistics.median(ttfts))
 
 
+async def measure_prefill_batch(engine: Engine, prompts: Prompts, isl: int, batch: int, repeats: int,
+                                tick: Callable[[], None] = lambda: None) -> float:
+    """Median time (ms) from submitting `batch` prompts of isl tokens at once to the last of their first tokens."""
+    times = []
+    for _ in range(repeats):
+        tls = await asyncio.gather(*(run_request(engine, prompts.make(isl), 1) for _ in range(batch)))
+        times.append((max(t.first for t in tls) - min(t.start for t in tls)) * 1000.0)
+        tick()
+    return statistics.median(times)
+
+
+def seq_overhead_ms(single: list[PrefillResult], batched: dict[int, float], batch: int, intercept: float) -> float:
+    """What each further prompt of a batch costs beyond its own TTFT less the fixed part (the mocker's step model:
+    a step pays the fixed part once): the median over the lengths measured both ways, never negative."""
+    est = [(batched[r.isl] - r.ttft_ms) / (batch - 1) - (r.ttft_ms - intercept) for r in single if r.isl in batched]
+    return max(0.0, statistics.median(est)) if est else 0.0
+
+
 @dataclass(frozen=True)
 class DecodeResult:
     point: DecodePoint

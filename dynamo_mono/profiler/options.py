@@ -30,6 +30,10 @@ PROFILE_OPTIONS: list[Option] = [
     Option("decode_interpolation_granularity", int, 4,
            "context lengths, and concurrencies per context length, in the default decode sweep", _G, min=1,
            max=64),
+    Option("prefill_batch", int, 4,
+           "also time this many prompts submitted at once, at each prefill length whose batch fits one step: the "
+           "per-prompt overhead of batched prefill (prefill_seq_overhead_ms, which the mocker replays); 0 = skip",
+           _G, min=0),
     Option("decode_osl", int, 64,
            "tokens each decode request generates; ITL is measured while every request of a point is decoding", _G,
            min=3),

@@ -30,6 +30,8 @@ class DecodePoint:
 @dataclass(frozen=True)
 class SweepPlan:
     prefill_isl: list[int]
+    prefill_batch_isl: list[int]  # lengths also timed as a batch of prefill_batch prompts (their sum fits a step)
+    prefill_batch: int
     decode: list[DecodePoint]
     decode_osl: int
     repeats: int
@@ -93,5 +95,8 @@ def plan_sweep(settings: Settings, card: ModelCard) -> SweepPlan:
                                   f"(at most {fit}: --max-num-seqs {card.max_num_seqs}, KV cache {kv_cap} tokens)")
             counts = concurrencies
         points.extend(DecodePoint(c, n) for n in counts)
-    return SweepPlan(prefill_isl=isl, decode=points, decode_osl=osl, repeats=settings.profile_repeats,
+    batch = int(settings.prefill_batch)
+    budget = int(card.max_num_batched_tokens or 0)
+    batch_isl = [n for n in isl if batch > 1 and batch <= max_seqs and (not budget or n * batch <= budget)]
+    return SweepPlan(prefill_isl=isl, prefill_batch_isl=batch_isl, prefill_batch=batch, decode=points, decode_osl=osl, repeats=settings.profile_repeats,
                      warmup=settings.profile_warmup, max_kv_tokens=kv_cap, max_context_length=max_ctx)

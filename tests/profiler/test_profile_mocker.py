@@ -14,8 +14,9 @@ import pytest
 
 from dynamo_mono.config import ConfigError
 from dynamo_mono.engine import EngineArgs
-from dynamo_mono.profiler.data import (DECODE_KEYS, DECODE_NPZ, PREFILL_KEYS, PREFILL_NPZ, DecodeProfile,
-                                       PrefillProfile, Profile, decode_grid, read_profile, write_profile)
+from dynamo_mono.profiler.data import (DECODE_KEYS, DECODE_NPZ, PREFILL_KEYS, PREFILL_NPZ, SEQ_OVERHEAD_KEY,
+                                       DecodeProfile, PrefillProfile, Profile, decode_grid, read_profile,
+                                       write_profile)
 from dynamo_mono.profiler.measure import run_request
 from mocker.engine import MockerEngine
 from mocker.perf_model import load_profile
@@ -42,7 +43,8 @@ def mocker_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_profile_writes_dynamo_layout(mocker_profile: Path) -> None:
     with np.load(mocker_profile / PREFILL_NPZ) as p:
-        assert set(p.files) == set(PREFILL_KEYS)
+        assert set(p.files) == {*PREFILL_KEYS, SEQ_OVERHEAD_KEY}  # Dynamo's keys + ours (batched prompts)
+        assert p[SEQ_OVERHEAD_KEY].shape == (1,) and p[SEQ_OVERHEAD_KEY][0] >= 0
         assert p["prefill_isl"].tolist() == [64, 1024, 4096]
         assert p["prefill_ttft"].shape == p["prefill_thpt_per_gpu"].shape == (3,)
         np.testing.assert_allclose(p["prefill_thpt_per_gpu"], p["prefill_isl"] / (p["prefill_ttft"] / 1000))
@@ -79,13 +81,13 @@ def test_mocker_replays_the_profile_it_wrote(mocker_profile: Path) -> None:
         assert model.prefill_ms(int(isl), 0) == pytest.approx(ttft)
 
 
-def _synthetic(tmp: Path) -> Path:
+def _synthetic(tmp: Path, seq_overhead: float | None = None) -> Path:
     """TTFT = 10 + 0.2 ms per token; ITL = 20 + 0.01 ms per active KV token, at two context lengths."""
     isl = np.array([100.0, 500.0, 1000.0])
     kv = np.array([1000.0, 4000.0, 1000.0, 4000.0])
     ctx = np.array([100.0, 100.0, 1000.0, 1000.0])
     itl = 20 + 0.01 * kv
-    write_profile(tmp, Profile(PrefillProfile(isl, 10 + 0.2 * isl, isl / (10 + 0.2 * isl) * 1000),
+    write_profile(tmp, Profile(PrefillProfile(isl, 10 + 0.2 * isl, isl / (10 + 0.2 * isl) * 1000, seq_overhead),
                                DecodeProfile(kv / 10000, ctx, itl, 1000 * kv / ctx / itl, 10000)))
     return tmp
 
@@ -96,6 +98,17 @@ def test_profile_dir_model_values(tmp_path: Path) -> None:
     assert model.prefill_ms(200, 300) == pytest.approx(40.0)  # TTFT(500) - TTFT(300): the chunk's share
     assert model.decode_ms(10, 1000) == pytest.approx(30.0)  # 10 sequences of context 100
     assert model.decode_ms(10, 2500) == pytest.approx(45.0)  # halfway in KV
+
+
+def test_batched_prompts_pay_the_measured_overhead(tmp_path: Path) -> None:
+    plain = load_profile(str(_synthetic(tmp_path / "a")))
+    assert plain.intercept == pytest.approx(10.0)
+    # two fresh prompts in one step: the fixed 10 ms once, then each prompt's tokens
+    assert plain.step_ms([(100, 0, 1.0), (200, 0, 1.0)], 0, 0) == pytest.approx(10 + 20 + 40)
+    assert read_profile(tmp_path / "a").prefill.seq_overhead_ms is None
+    measured = load_profile(str(_synthetic(tmp_path / "b", seq_overhead=3.0)))
+    assert read_profile(tmp_path / "b").prefill.seq_overhead_ms == 3.0
+    assert measured.step_ms([(100, 0, 1.0), (200, 0, 1.0)], 0, 0) == pytest.approx(10 + 20 + 40 + 3)
 
 
 def test_decode_grid_groups_by_context() -> None:
