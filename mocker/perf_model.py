@@ -92,6 +92,7 @@ class ProfilePerfModel(PerfModel):
         # what each further prompt of a step costs beyond its tokens (measured by `dynamo-mono profile`)
         overhead = np.asarray(data.get(SEQ_OVERHEAD_KEY, [0.0]), dtype=float).ravel()
         self.seq_overhead = max(0.0, float(overhead[0])) if len(overhead) else 0.0
+        self.has_seq_overhead = SEQ_OVERHEAD_KEY in data
         if itl.ndim == 2:
             if itl.shape != (len(kv), len(ctx)):
                 raise ConfigError(f"planner profile {source}: decode_itl shape {itl.shape} does not match "
@@ -131,9 +132,11 @@ class ProfilePerfModel(PerfModel):
     def step_ms(self, prefill: list[tuple[int, int, float]], decode_batch: int, decode_kv_tokens: int) -> float:
         # Each measured TTFT includes the fixed cost of one forward pass; a step pays it once, so every prefill
         # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens) and pays
-        # the profile's measured per-prompt overhead instead (0 when the profile has none).
+        # the profile's measured per-prompt overhead instead (0 when the profile has none). With a measured
+        # overhead, a step that also decodes has paid its fixed part in the decode ITL: every fresh prompt joins it
+        # at the per-prompt overhead.
         t = 0.0
-        paid = False
+        paid = bool(decode_batch) and self.has_seq_overhead
         for new, ctx, factor in prefill:
             t += self.prefill_ms(new, ctx) * factor
             if ctx <= 0:  # a fresh prompt's TTFT: the fixed part is in it

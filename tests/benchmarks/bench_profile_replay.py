@@ -42,7 +42,7 @@ class Load:
 
 
 LOADS = [
-    Load("c=1  isl 256-1024 osl 64", 1, 6, (256, 1024), 64),
+    Load("c=1  isl 256-1024 osl 64", 1, 12, (256, 1024), 64),
     Load("c=4  isl 128-512  osl 64", 4, 16, (128, 512), 64),
     Load("c=8  isl 128-768  osl 96", 8, 24, (128, 768), 96),
     Load("c=16 isl 64-256   osl 64", 16, 48, (64, 256), 64),
@@ -72,41 +72,48 @@ async def drive(engine, vocab: int, load: Load, seed: int) -> tuple[list[float],
     return ttft, itl
 
 
-async def measure(engine_name: str, cli: dict, extra: list[str], rounds: int) -> dict[str, tuple[float, float]]:
+async def measure(engines: dict[str, tuple[str, dict]], rounds: int) -> dict[str, dict[str, tuple[float, ...]]]:
+    """Start every engine, then run each load on each engine in turn, `rounds` times, alternating which goes first
+    (a shared machine's load drifts: interleaving spreads it over both). engine -> load -> (median TTFT, median
+    ITL, mean TTFT, mean ITL) in ms."""
     from dynamo_mono.plugins import get_plugins
     from dynamo_mono.profiler.command import profile_settings, start_instance
     from dynamo_mono.profiler.measure import run_request
 
     plugins = get_plugins()
-    settings = profile_settings(plugins, engine_name, {"engine": engine_name, **cli}, extra)
-    engine, info = await start_instance(settings, plugins)
-    vocab = info.tokenizer.vocab_size
-    out = {}
+    started = {}
     try:
-        for _ in range(2):  # warm-up, as the profiler does
-            await run_request(engine, list(range(1, 512)), 8)
-        for load in LOADS:
-            ttft, itl = [], []
-            for r in range(rounds):
-                a, b = await drive(engine, vocab, load, seed=1000 + r)
-                ttft += a
-                itl += b
-            out[load.name] = (statistics.mean(ttft), statistics.mean(itl))
+        for label, (engine_name, cli) in engines.items():
+            settings = profile_settings(plugins, engine_name, {"engine": engine_name, **cli})
+            started[label] = await start_instance(settings, plugins)
+            for _ in range(2):  # warm-up, as the profiler does
+                await run_request(started[label][0], list(range(1, 512)), 8)
+        samples = {label: {load.name: ([], []) for load in LOADS} for label in engines}
+        order = list(engines)
+        for r in range(rounds):
+            for load in LOADS:
+                for label in (order if r % 2 == 0 else order[::-1]):
+                    engine, info = started[label]
+                    ttft, itl = await drive(engine, info.tokenizer.vocab_size, load, seed=1000 + r)
+                    samples[label][load.name][0].extend(ttft)
+                    samples[label][load.name][1].extend(itl)
     finally:
-        await engine.stop()
-    return out
+        for engine, _ in started.values():
+            await engine.stop()
+    return {label: {name: (statistics.median(t), statistics.median(i), statistics.mean(t), statistics.mean(i))
+                    for name, (t, i) in per_load.items()} for label, per_load in samples.items()}
 
 
-def _vllm_cli(model: Path) -> tuple[dict, list[str]]:
-    return ({"model": str(model), "dtype": "float32", "enforce_eager": True, "block_size": 32,
-             "max_model_len": 2048, "num_gpu_blocks_override": 512}, [])
+def _vllm_cli(model: Path) -> dict:
+    return {"model": str(model), "dtype": "float32", "enforce_eager": True, "block_size": 32,
+            "max_model_len": 2048, "num_gpu_blocks_override": 512}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile-dir", default=str(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-profile"))
     ap.add_argument("--reuse-profile", action="store_true", help="use the profile already in --profile-dir")
-    ap.add_argument("--rounds", type=int, default=2, help="repeats of each load per engine")
+    ap.add_argument("--rounds", type=int, default=3, help="repeats of each load per engine (interleaved)")
     args = ap.parse_args()
 
     from dynamo_mono_vllm.tiny_model import build_tiny_llama
@@ -121,20 +128,24 @@ def main() -> int:
         subprocess.run(cmd, check=True, env={**os.environ, **VLLM_ENV})
         print(f"profile taken in {time.monotonic() - t0:.0f} s", flush=True)
     facts = json.loads((prof / "profile.json").read_text())
-    vllm_cli, extra = _vllm_cli(model)
+    vllm_cli = _vllm_cli(model)
     mocker_cli = {"model": str(model), "max_model_len": 2048, "planner_profile_data": str(prof),
                   "block_size": facts["block_size"], "num_gpu_blocks_override": facts["total_kv_blocks"],
                   "max_num_seqs": facts["max_num_seqs"], "max_num_batched_tokens": facts["max_num_batched_tokens"],
                   "speedup_ratio": 1.0}
-    real = asyncio.run(measure("vllm", vllm_cli, extra, args.rounds))
-    mock = asyncio.run(measure("mocker", mocker_cli, [], args.rounds))
+    res = asyncio.run(measure({"vllm": ("vllm", vllm_cli), "mocker": ("mocker", mocker_cli)}, args.rounds))
+    real, mock = res["vllm"], res["mocker"]
     print(f"\nprofile: {prof}  (mocker: block {facts['block_size']}, {facts['total_kv_blocks']} blocks, "
           f"max-num-seqs {facts['max_num_seqs']}, max-num-batched-tokens {facts['max_num_batched_tokens']})")
-    print(f"{'load':28s} {'TTFT vLLM':>10s} {'TTFT mock':>10s} {'ratio':>6s}   {'ITL vLLM':>9s} {'ITL mock':>9s} "
-          f"{'ratio':>6s}")
-    for load in LOADS:
-        (tv, iv), (tm, im) = real[load.name], mock[load.name]
-        print(f"{load.name:28s} {tv:8.2f}ms {tm:8.2f}ms {tm / tv:6.2f}   {iv:7.2f}ms {im:7.2f}ms {im / iv:6.2f}")
+    for i, stat in ((0, "median"), (2, "mean")):
+        print(f"\n{stat} over requests (ratio = mocker / vLLM)")
+        print(f"{'load':28s} {'TTFT vLLM':>10s} {'TTFT mock':>10s} {'ratio':>6s}   {'ITL vLLM':>9s} {'ITL mock':>9s} "
+              f"{'ratio':>6s}")
+        for load in LOADS:
+            tv, iv = real[load.name][i:i + 2]
+            tm, im = mock[load.name][i:i + 2]
+            print(f"{load.name:28s} {tv:8.2f}ms {tm:8.2f}ms {tm / tv:6.2f}   {iv:7.2f}ms {im:7.2f}ms "
+                  f"{im / iv:6.2f}")
     return 0
 
 

@@ -109,6 +109,10 @@ def test_batched_prompts_pay_the_measured_overhead(tmp_path: Path) -> None:
     measured = load_profile(str(_synthetic(tmp_path / "b", seq_overhead=3.0)))
     assert read_profile(tmp_path / "b").prefill.seq_overhead_ms == 3.0
     assert measured.step_ms([(100, 0, 1.0), (200, 0, 1.0)], 0, 0) == pytest.approx(10 + 20 + 40 + 3)
+    # with a decode batch in the step, its ITL holds the step's fixed part: each fresh prompt pays the overhead
+    decode = measured.decode_ms(10, 1000)
+    assert measured.step_ms([(100, 0, 1.0)], 10, 1000) == pytest.approx(decode + 20 + 3)
+    assert plain.step_ms([(100, 0, 1.0)], 10, 1000) == pytest.approx(plain.decode_ms(10, 1000) + 30)
 
 
 def test_decode_grid_groups_by_context() -> None:
