@@ -141,14 +141,15 @@ def read_profile(profile_dir: str | Path) -> Profile:
 
 
 def ttft_intercept(isl: np.ndarray, ttft_ms: np.ndarray) -> float:
-    """The fixed part of TTFT: extrapolated to zero tokens along the first two points (by ISL), within
-    [0, first TTFT]; 0 with fewer than two distinct lengths."""
+    """The fixed part of TTFT: the least-squares line through the (up to) three shortest prompts, at zero tokens,
+    within [0, shortest TTFT]; 0 with fewer than two distinct lengths. Three points, not two: one noisy short
+    prompt should not move it much."""
     order = np.argsort(isl)
-    x, y = np.asarray(isl, float)[order], np.asarray(ttft_ms, float)[order]
-    if len(x) < 2 or x[1] <= x[0]:
+    x, y = np.asarray(isl, float)[order][:3], np.asarray(ttft_ms, float)[order][:3]
+    if len(np.unique(x)) < 2:
         return 0.0
-    slope = (y[1] - y[0]) / (x[1] - x[0])
-    return float(min(y[0], max(0.0, y[0] - slope * x[0])))
+    slope, at_zero = np.polyfit(x, y, 1)
+    return float(min(y.min(), max(0.0, at_zero)))
 
 
 def decode_grid(decode: DecodeProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

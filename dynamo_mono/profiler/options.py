@@ -37,7 +37,7 @@ PROFILE_OPTIONS: list[Option] = [
     Option("decode_osl", int, 64,
            "tokens each decode request generates; ITL is measured while every request of a point is decoding", _G,
            min=3),
-    Option("profile_repeats", int, 3, "measurements per point: prompts per prefill length, waves per decode point "
+    Option("profile_repeats", int, 5, "measurements per point: prompts per prefill length, waves per decode point "
            "(the median is kept)", _G, min=1),
     Option("profile_warmup", int, 2, "warm-up requests before measuring (first-run compilation, caches)", _G,
            min=0),
