@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,10 +17,10 @@ import numpy as np
 from dynamo_mono.config import ConfigError, Option, Settings, dedupe, resolve
 from dynamo_mono.engine import Engine
 from dynamo_mono.profiler.data import DecodeProfile, PrefillProfile, Profile, ttft_intercept, write_profile
-from dynamo_mono.profiler.measure import (Prompts, ProfileError, measure_decode, measure_prefill,
-                                          measure_prefill_batch, run_request, seq_overhead_ms)
+from dynamo_mono.profiler.measure import (DecodeResult, PrefillResult, Prompts, ProfileError, decode_sample,
+                                          prefill_batch_sample, prefill_sample, run_request, seq_overhead_ms)
 from dynamo_mono.profiler.options import PROFILE_OPTIONS
-from dynamo_mono.profiler.plan import SweepPlan, plan_sweep
+from dynamo_mono.profiler.plan import DecodePoint, SweepPlan, plan_sweep
 
 log = logging.getLogger("dynamo_mono.profiler")
 
@@ -63,40 +64,47 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
                 on_point: Callable[[str], None] | None = None) -> Profile:
     """Measure every point of the plan on one started chat instance."""
     prompts = Prompts(vocab_size, seed)
-    bar = _Progress(plan.warmup + (len(plan.prefill_isl) + len(plan.prefill_batch_isl)) * plan.repeats
-                    + len(plan.decode), progress)
+    bar = _Progress(plan.warmup + (len(plan.prefill_isl) + len(plan.prefill_batch_isl) + len(plan.decode))
+                    * plan.repeats, progress)
     try:
         for _ in range(plan.warmup):
             await run_request(engine, prompts.make(min(plan.prefill_isl[-1], plan.max_context_length - 8)), 8)
             bar.tick()
-        prefill = []
-        for isl in plan.prefill_isl:
-            bar.note(f"prefill isl={isl}")
-            r = await measure_prefill(engine, prompts, isl, plan.repeats, bar.tick)
-            prefill.append(r)
-            if on_point:
-                on_point(f"prefill isl={isl}: ttft {r.ttft_ms:.2f} ms, {r.thpt:.0f} tok/s")
-        batched = {}
-        for isl in plan.prefill_batch_isl:
-            bar.note(f"prefill isl={isl} x{plan.prefill_batch}")
-            batched[isl] = await measure_prefill_batch(engine, prompts, isl, plan.prefill_batch, plan.repeats,
-                                                       bar.tick)
-            if on_point:
-                on_point(f"prefill isl={isl} x{plan.prefill_batch}: last first token after {batched[isl]:.2f} ms")
-        isl_arr, ttft_arr = np.array([r.isl for r in prefill], float), np.array([r.ttft_ms for r in prefill])
-        overhead = (seq_overhead_ms(prefill, batched, plan.prefill_batch, ttft_intercept(isl_arr, ttft_arr))
-                    if batched else None)
-        decode = []
-        for point in plan.decode:
-            bar.note(f"decode ctx={point.context_length} n={point.concurrency}")
-            r = await measure_decode(engine, prompts, point, plan.decode_osl, plan.repeats)
-            decode.append(r)
-            bar.tick()
-            if on_point:
-                on_point(f"decode ctx={point.context_length} n={point.concurrency}: itl {r.itl_ms:.2f} ms, "
-                         f"{r.thpt:.0f} tok/s")
+        # Rounds over all points rather than all repeats of one point in a row: a machine whose speed drifts
+        # (shared hosts) then shifts every point alike instead of bending the curves.
+        singles: dict[int, list[float]] = {isl: [] for isl in plan.prefill_isl}
+        batches: dict[int, list[float]] = {isl: [] for isl in plan.prefill_batch_isl}
+        itls: dict[DecodePoint, list[float]] = {p: [] for p in plan.decode}
+        for rnd in range(plan.repeats):
+            bar.note(f"prefill, round {rnd + 1}/{plan.repeats}")
+            for isl in plan.prefill_isl:
+                singles[isl].append(await prefill_sample(engine, prompts, isl))
+                bar.tick()
+            for isl in plan.prefill_batch_isl:
+                batches[isl].append(await prefill_batch_sample(engine, prompts, isl, plan.prefill_batch))
+                bar.tick()
+        for rnd in range(plan.repeats):
+            bar.note(f"decode, round {rnd + 1}/{plan.repeats}")
+            for point in plan.decode:
+                itls[point].append(await decode_sample(engine, prompts, point, plan.decode_osl))
+                bar.tick()
     finally:
         bar.close()
+    prefill = [PrefillResult(isl, statistics.median(v)) for isl, v in singles.items()]
+    batched = {isl: statistics.median(v) for isl, v in batches.items()}
+    decode = [DecodeResult(p, statistics.median(v), float(p.concurrency * p.context_length))
+              for p, v in itls.items()]
+    for r in prefill:
+        if on_point:
+            on_point(f"prefill isl={r.isl}: ttft {r.ttft_ms:.2f} ms, {r.thpt:.0f} tok/s"
+                     + (f"; x{plan.prefill_batch} at once: {batched[r.isl]:.2f} ms" if r.isl in batched else ""))
+    for r in decode:
+        if on_point:
+            on_point(f"decode ctx={r.point.context_length} n={r.point.concurrency}: itl {r.itl_ms:.2f} ms, "
+                     f"{r.thpt:.0f} tok/s")
+    isl_arr, ttft_arr = np.array([r.isl for r in prefill], float), np.array([r.ttft_ms for r in prefill])
+    overhead = (seq_overhead_ms(prefill, batched, plan.prefill_batch, ttft_intercept(isl_arr, ttft_arr))
+                if batched else None)
     return Profile(
         PrefillProfile(isl_arr, ttft_arr, np.array([r.thpt for r in prefill]), overhead),
         DecodeProfile(np.array([r.kv_tokens / plan.max_kv_tokens for r in decode]),

@@ -8,7 +8,6 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -84,26 +83,15 @@ class PrefillResult:
         return self.isl / (self.ttft_ms / 1000.0) if self.ttft_ms > 0 else 0.0
 
 
-async def measure_prefill(engine: Engine, prompts: Prompts, isl: int, repeats: int,
-                          tick: Callable[[], None] = lambda: None) -> PrefillResult:
-    """TTFT of `repeats` prompts of isl tokens, one at a time (the instance runs nothing else)."""
-    ttfts = []
-    for _ in range(repeats):
-        tl = await run_request(engine, prompts.make(isl), PREFILL_OSL)
-        ttfts.append(tl.ttft_s * 1000.0)
-        tick()
-    return PrefillResult(isl, statistics.median(ttfts))
+async def prefill_sample(engine: Engine, prompts: Prompts, isl: int) -> float:
+    """TTFT (ms) of one prompt of isl tokens on an otherwise idle instance."""
+    return (await run_request(engine, prompts.make(isl), PREFILL_OSL)).ttft_s * 1000.0
 
 
-async def measure_prefill_batch(engine: Engine, prompts: Prompts, isl: int, batch: int, repeats: int,
-                                tick: Callable[[], None] = lambda: None) -> float:
-    """Median time (ms) from submitting `batch` prompts of isl tokens at once to the last of their first tokens."""
-    times = []
-    for _ in range(repeats):
-        tls = await asyncio.gather(*(run_request(engine, prompts.make(isl), PREFILL_OSL) for _ in range(batch)))
-        times.append((max(t.first for t in tls) - min(t.start for t in tls)) * 1000.0)
-        tick()
-    return statistics.median(times)
+async def prefill_batch_sample(engine: Engine, prompts: Prompts, isl: int, batch: int) -> float:
+    """Time (ms) from submitting `batch` prompts of isl tokens at once to the last of their first tokens."""
+    tls = await asyncio.gather(*(run_request(engine, prompts.make(isl), PREFILL_OSL) for _ in range(batch)))
+    return (max(t.first for t in tls) - min(t.start for t in tls)) * 1000.0
 
 
 def seq_overhead_ms(single: list[PrefillResult], batched: dict[int, float], batch: int, intercept: float) -> float:
@@ -140,14 +128,9 @@ def decode_itl_ms(timelines: list[Timeline]) -> float:
     return total_s * 1000.0 / tokens
 
 
-async def measure_decode(engine: Engine, prompts: Prompts, point: DecodePoint, osl: int,
-                         repeats: int = 1) -> DecodeResult:
-    """ITL of point.concurrency sequences of average context point.context_length decoding together (the median
-    over `repeats` waves)."""
+async def decode_sample(engine: Engine, prompts: Prompts, point: DecodePoint, osl: int) -> float:
+    """ITL (ms) of one wave: point.concurrency sequences of average context point.context_length decoding
+    together."""
     isl = point.isl(osl)
-    itls = []
-    for _ in range(repeats):
-        timelines = await asyncio.gather(*(run_request(engine, prompts.make(isl), osl)
-                                           for _ in range(point.concurrency)))
-        itls.append(decode_itl_ms(list(timelines)))
-    return DecodeResult(point, statistics.median(itls), float(point.concurrency * point.context_length))
+    timelines = await asyncio.gather(*(run_request(engine, prompts.make(isl), osl) for _ in range(point.concurrency)))
+    return decode_itl_ms(list(timelines))

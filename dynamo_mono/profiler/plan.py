@@ -43,7 +43,7 @@ class SweepPlan:
 def max_kv_tokens(card: ModelCard) -> int:
     """KV tokens one instance holds (all its dp ranks); ConfigError when the engine does not report it."""
     if not card.total_kv_blocks:
-        raise ConfigError(f"the engine instance does not report its KV cache size (card.total_kv_blocks): "
+        raise ConfigError("the engine instance does not report its KV cache size (card.total_kv_blocks): "
                           "the decode sweep cannot place its points")
     return int(card.total_kv_blocks) * int(card.block_size)
 
