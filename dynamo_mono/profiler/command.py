@@ -75,18 +75,19 @@ async def sweep(engine: Engine, plan: SweepPlan, vocab_size: int, seed: int = 0,
         singles: dict[int, list[float]] = {isl: [] for isl in plan.prefill_isl}
         batches: dict[int, list[float]] = {isl: [] for isl in plan.prefill_batch_isl}
         itls: dict[DecodePoint, list[float]] = {p: [] for p in plan.decode}
+        cap = plan.max_context_length
         for rnd in range(plan.repeats):
             bar.note(f"prefill, round {rnd + 1}/{plan.repeats}")
             for isl in plan.prefill_isl:
-                singles[isl].append(await prefill_sample(engine, prompts, isl))
+                singles[isl].append(await prefill_sample(engine, prompts, isl, cap))
                 bar.tick()
             for isl in plan.prefill_batch_isl:
-                batches[isl].append(await prefill_batch_sample(engine, prompts, isl, plan.prefill_batch))
+                batches[isl].append(await prefill_batch_sample(engine, prompts, isl, plan.prefill_batch, cap))
                 bar.tick()
         for rnd in range(plan.repeats):
             bar.note(f"decode, round {rnd + 1}/{plan.repeats}")
             for point in plan.decode:
-                itls[point].append(await decode_sample(engine, prompts, point, plan.decode_osl))
+                itls[point].append(await decode_sample(engine, prompts, point, plan.decode_osl, cap))
                 bar.tick()
     finally:
         bar.close()

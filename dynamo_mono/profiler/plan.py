@@ -12,6 +12,9 @@ from dynamo_mono.profiler.options import parse_int_list
 
 MIN_PREFILL_ISL = 64
 MIN_DECODE_CONTEXT = 128
+# Share of the KV cache the decode sweep fills at most: engines keep a watermark of free blocks (the mocker 1 %,
+# vLLM none), and a sequence that waits for blocks would leave the point's ITL window without all of them.
+KV_FILL = 0.95
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,11 @@ class DecodePoint:
     def kv_tokens(self, osl: int) -> int:
         """KV tokens the point holds at its end (every sequence at ISL + OSL)."""
         return self.concurrency * (self.isl(osl) + osl)
+
+    def blocks_per_seq(self, osl: int, block_size: int) -> int:
+        """KV blocks one sequence may hold at its end, its prompt as long as measure.Prompts.around makes it."""
+        isl = self.isl(osl)
+        return -(-(isl + min(16, isl // 8) + osl) // block_size)
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,8 @@ def plan_sweep(settings: Settings, card: ModelCard) -> SweepPlan:
     max_seqs = int(card.max_num_seqs or 1 << 30)
     points: list[DecodePoint] = []
     for c in contexts:
-        per_seq = DecodePoint(c, 1).kv_tokens(osl)
-        fit = min(max_seqs, kv_cap // per_seq)
+        per_seq = DecodePoint(c, 1).blocks_per_seq(osl, card.block_size) * card.block_size
+        fit = min(max_seqs, int(kv_cap * KV_FILL) // per_seq)
         if fit < 1:
             raise ConfigError(f"decode context length {c}: one sequence ({per_seq} KV tokens) does not fit the KV "
                               f"cache ({kv_cap} tokens)")
@@ -92,7 +100,8 @@ def plan_sweep(settings: Settings, card: ModelCard) -> SweepPlan:
             too_many = [n for n in concurrencies if n > fit]
             if too_many:
                 raise ConfigError(f"invalid --decode-concurrency: {too_many[0]} sequences of context {c} do not fit "
-                                  f"(at most {fit}: --max-num-seqs {card.max_num_seqs}, KV cache {kv_cap} tokens)")
+                                  f"(at most {fit}: --max-num-seqs {card.max_num_seqs}, {KV_FILL:.0%} of a KV cache of {kv_cap} "
+                                  "tokens)")
             counts = concurrencies
         points.extend(DecodePoint(c, n) for n in counts)
     batch = int(settings.prefill_batch)
