@@ -5,7 +5,10 @@ Both engines are driven in-process through the Engine protocol (no HTTP: its ove
 would only blur the engine timings). The mocker copies the instance's shape from DIR/profile.json (block size, KV
 blocks, max-num-seqs, token budget) and takes its timing from the profile (--planner-profile-data DIR).
 
-    python3 tests/benchmarks/bench_profile_replay.py [--profile-dir DIR] [--reuse-profile] [--rounds 2]
+A second profile taken after the loads shows how far the (shared) machine drifted during the run: the mocker
+replays the first one.
+
+    python3 tests/benchmarks/bench_profile_replay.py [--profile-dir DIR] [--reuse-profile] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -113,20 +116,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile-dir", default=str(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-profile"))
     ap.add_argument("--reuse-profile", action="store_true", help="use the profile already in --profile-dir")
-    ap.add_argument("--rounds", type=int, default=3, help="repeats of each load per engine (interleaved)")
+    ap.add_argument("--rounds", type=int, default=4, help="repeats of each load per engine (interleaved)")
+    ap.add_argument("--no-drift-check", dest="drift_check", action="store_false",
+                    help="skip profiling vLLM again at the end (how much the machine drifted during the run)")
     args = ap.parse_args()
 
+    from dynamo_mono.profiler.data import read_profile
     from dynamo_mono_vllm.tiny_model import build_tiny_llama
 
     model = build_tiny_llama(Path(tempfile.gettempdir()) / "dynamo-mono-vllm-tiny-llama-v1", seed=0)
     prof = Path(args.profile_dir)
     if not args.reuse_profile or not (prof / "profile.json").exists():
-        cmd = [sys.executable, "-m", "dynamo_mono.cli", "profile", *VLLM_FLAGS, "--model", str(model),
-               "--output-dir", str(prof), "--log-level", "warning"]
-        print("$", " ".join(cmd), flush=True)
-        t0 = time.monotonic()
-        subprocess.run(cmd, check=True, env={**os.environ, **VLLM_ENV})
-        print(f"profile taken in {time.monotonic() - t0:.0f} s", flush=True)
+        _take_profile(model, prof)
     facts = json.loads((prof / "profile.json").read_text())
     vllm_cli = _vllm_cli(model)
     mocker_cli = {"model": str(model), "max_model_len": 2048, "planner_profile_data": str(prof),
@@ -146,7 +147,24 @@ def main() -> int:
             tm, im = mock[load.name][i:i + 2]
             print(f"{load.name:28s} {tv:8.2f}ms {tm:8.2f}ms {tm / tv:6.2f}   {iv:7.2f}ms {im:7.2f}ms "
                   f"{im / iv:6.2f}")
+    if args.drift_check:
+        after = prof.with_name(prof.name + "-after")
+        _take_profile(model, after)
+        p0, p1 = read_profile(prof), read_profile(after)
+        print(f"\nvLLM's drift over the run (profile after / before, median over points): prefill TTFT "
+              f"{statistics.median(p1.prefill.ttft_ms / p0.prefill.ttft_ms):.2f}, decode ITL "
+              f"{statistics.median(p1.decode.itl_ms / p0.decode.itl_ms):.2f}; batched-prefill overhead "
+              f"{p0.prefill.seq_overhead_ms:.2f} -> {p1.prefill.seq_overhead_ms:.2f} ms")
     return 0
+
+
+def _take_profile(model: Path, out: Path) -> None:
+    cmd = [sys.executable, "-m", "dynamo_mono.cli", "profile", *VLLM_FLAGS, "--model", str(model),
+           "--output-dir", str(out), "--log-level", "warning", "--no-progress"]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True, env={**os.environ, **VLLM_ENV})
+    print(f"profile taken in {time.monotonic() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
