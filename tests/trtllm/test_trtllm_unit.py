@@ -292,3 +292,23 @@ def test_abort_frees_the_request_in_the_engine(engine) -> None:
         assert not sched.running and not sched.waiting and sched.kv.active_blocks == 0
 
     loop.run_until_complete(run())
+
+
+def test_fidelity_check_runs_on_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """plugins/trtllm/fidelity_check.py states the facts the fake assumes; on the fake they hold (gpu-smoke.sh
+    prints the same facts from the real engine, to compare)."""
+    import importlib.util
+
+    from tests.trtllm.conftest import PLUGIN_DIR
+
+    monkeypatch.setenv("TRTLLM_FAKE_SPEEDUP_RATIO", "0")
+    spec = importlib.util.spec_from_file_location("trtllm_fidelity_check", PLUGIN_DIR / "fidelity_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    facts = asyncio.run(mod.check(TINY_CHATML_DIR, BS, 2))
+    assert facts["end_id_required"] and facts["cumulative_token_ids"]
+    assert facts["finish_reason_length"] == "length" and facts["cancelled_finish_reason"] == "cancelled"
+    assert facts["eos_finish"]["finish_reason"] == "stop" and not facts["eos_finish"]["end_id_in_token_ids"]
+    assert facts["perf_metrics_reused_blocks_first"] == 0 and facts["perf_metrics_reused_blocks_repeat"] == 3
+    assert facts["event_types"] == ["created", "stored"] and facts["partial_blocks_stored"]
+    assert facts["stats_count"] > 0 and "kvCacheStats" in facts["stats_shape"]
