@@ -312,3 +312,31 @@ def test_fidelity_check_runs_on_the_fake(monkeypatch: pytest.MonkeyPatch) -> Non
     assert facts["perf_metrics_reused_blocks_first"] == 0 and facts["perf_metrics_reused_blocks_repeat"] == 3
     assert facts["event_types"] == ["created", "stored"] and facts["partial_blocks_stored"]
     assert facts["stats_count"] > 0 and "kvCacheStats" in facts["stats_shape"]
+
+
+def test_attention_dp_ranks_are_dp_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--enable-attention-dp with 2 tensor-parallel ranks: 2 dp ranks; a pinned request runs on its rank
+    (SchedulingParams.attention_dp_rank, not relaxed) and its KV events carry that rank."""
+    monkeypatch.setenv("TRTLLM_FAKE_SPEEDUP_RATIO", "0")
+
+    async def run() -> None:
+        eng = TrtllmEngine(_args(tensor_parallel_size=2, enable_attention_dp=True))
+        await eng.start()
+        try:
+            assert eng.model_card().dp_size == 2
+            got = []
+            eng.set_kv_event_sink(got.append)
+            outs = [o async for o in eng.generate(_req("p", max_tokens=3, dp_rank=1))]
+            assert outs[-1].finish_reason == "length"
+            ranks = eng.llm._engine.ranks
+            assert ranks[1].queried_tokens > 0 and ranks[0].queried_tokens == 0
+            for _ in range(200):
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+            assert got and {b.dp_rank for b in got} == {1}
+            assert [m.dp_rank for m in eng.load_metrics()] == [0, 1]
+        finally:
+            await eng.stop()
+
+    asyncio.run(run())
