@@ -60,7 +60,8 @@ class Deltas:
 
 
 def cached_tokens(comp: Any, block_size: int) -> int | None:
-    """Prompt tokens served from the KV cache: the request's reused blocks (request_perf_metrics), else None."""
+    """Prompt tokens served from the KV cache: the request's reused blocks (request_perf_metrics), else None
+    (Dynamo's TRT-LLM handler counts them the same way)."""
     perf = getattr(comp, "request_perf_metrics", None)
     kvm = getattr(perf, "kv_cache_metrics", None) if perf is not None else None
     if kvm is None:
@@ -214,7 +215,7 @@ class TrtllmEngine:
                             continue  # nothing yet (perf metrics come with the first token)
                         first[i] = False
                         eo.prompt_tokens = len(request.token_ids)
-                        eo.cached_tokens = cached or 0
+                        eo.cached_tokens = min(cached or 0, len(request.token_ids))
                     if comp.finish_reason is not None:
                         done[i] = True
                         reason = _FINISH.get(comp.finish_reason, "stop")

@@ -26,10 +26,13 @@ of github.com/NVIDIA/TensorRT-LLM (the plugin's gpu-smoke.sh pins the release it
   (numActiveRequests, numQueuedRequests, kvCacheStats{maxNumBlocks, freeNumBlocks, usedNumBlocks, tokensPerBlock,
   allocTotalBlocks, allocNewBlocks, reusedBlocks, missedBlocks, cacheHitRate}, inflightBatchingStats{...}).
 
-Assumptions (not read in source, to be confirmed by the real run): the end id is not kept in token_ids (finish
-'stop', stop_reason None); a finished request's last partial block is announced as a stored block (Dynamo's
-publisher drops those, so we reproduce them); CompletionOutput.request_perf_metrics.kv_cache_metrics.num_reused_blocks
-gives the prompt blocks served from the cache. Anything this fake does not define raises (AttributeError for
+CompletionOutput.request_perf_metrics.kv_cache_metrics (num_total_allocated_blocks, num_new_allocated_blocks,
+num_reused_blocks, num_missed_blocks, kv_cache_hit_rate) as TensorRT-LLM's perf-metrics tests and Dynamo's
+request handler (cached tokens = num_reused_blocks x block size) read it.
+
+Assumptions (not read in source, to be confirmed by the real run, plugins/trtllm/fidelity_check.py): the end id is
+not kept in token_ids (finish 'stop', stop_reason None); a finished request's last partial block is announced as a
+stored block (Dynamo's publisher drops those, so we reproduce them). Anything this fake does not define raises (AttributeError for
 attributes, TypeError for keyword arguments): a plugin calling beyond it fails its tests.
 """
 
