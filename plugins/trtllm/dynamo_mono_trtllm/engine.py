@@ -238,8 +238,12 @@ class TrtllmEngine:
                     finished = True
                     return
             finished = True
-            if not all(done):  # the result ended without a finish reason on every sequence
-                yield EngineOutput(finish_reason="error", error="trtllm: request ended without a finish reason")
+            # The result finished without a reason on some sequence (Dynamo reports "unknown" for this): it did end.
+            for i in (i for i, d in enumerate(done) if not d):
+                log.warning("TensorRT-LLM request %s: output %d finished without a finish reason", rid, i)
+                yield EngineOutput(finish_reason="stop", index=i,
+                                   prompt_tokens=len(request.token_ids) if first[i] else None,
+                                   cached_tokens=0 if first[i] else None)
         except (asyncio.CancelledError, GeneratorExit, EngineError):
             raise
         except Exception as exc:  # engine failure mid-request
