@@ -340,3 +340,20 @@ def test_attention_dp_ranks_are_dp_ranks(monkeypatch: pytest.MonkeyPatch) -> Non
             await eng.stop()
 
     asyncio.run(run())
+
+
+def test_a_failed_request_ends_with_an_error_and_the_engine_stays_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRTLLM_FAKE_SPEEDUP_RATIO", "0")
+    monkeypatch.setenv("TRTLLM_FAKE_FAIL_AFTER", "3")
+
+    async def run() -> None:
+        eng = TrtllmEngine(_args())
+        await eng.start()
+        try:
+            outs = [o async for o in eng.generate(_req("f", max_tokens=10, ignore_eos=True))]
+            assert outs[-1].finish_reason == "error" and "trtllm" in outs[-1].error
+            assert eng.healthy() and eng.stats.in_flight == [0]
+        finally:
+            await eng.stop()
+
+    asyncio.run(run())

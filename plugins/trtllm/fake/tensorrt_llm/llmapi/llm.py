@@ -3,7 +3,11 @@
 Requests run on the mocker's scheduler / KV manager / perf model (one scheduler per attention-DP rank); the
 fake translates its outputs into cumulative CompletionOutputs and its KV events into TRT-LLM's event dicts, with
 TRT-LLM-style 64-bit block hashes of its own (not dynamo-mono's), partial last blocks announced as stored, and
-one IterationStats dict per engine step (enable_iter_perf_stats)."""
+one IterationStats dict per engine step (enable_iter_perf_stats).
+
+Fake-only environment: TRTLLM_FAKE_SPEEDUP_RATIO (divides the perf model's step times; 0 = no sleeping),
+TRTLLM_FAKE_GPU_KV_TOKENS (KV cache tokens before free_gpu_memory_fraction), TRTLLM_FAKE_FAIL_AFTER (every request
+fails after that many tokens: the result iterator raises, as a request error of the real executor does)."""
 
 from __future__ import annotations
 
@@ -105,6 +109,9 @@ class LLM:
             "enable_chunked_prefill": self._chunked, "data_parallel_size": self._dp_size,
             "speedup_ratio": float(os.environ.get("TRTLLM_FAKE_SPEEDUP_RATIO", "1.0")),
             "enable_lora": False, "watermark": 0.0,
+            # fault injection for tests (not a TensorRT-LLM knob): every request fails after this many tokens
+            "mocker_fail_after": int(os.environ["TRTLLM_FAKE_FAIL_AFTER"]) if os.environ.get("TRTLLM_FAKE_FAIL_AFTER")
+            else None,
         }
         self._engine = _Engine(EngineArgs(
             model_path=str(path), served_model_name=path.name, instance_id=0, max_model_len=self._max_seq_len,
