@@ -39,6 +39,7 @@ VLLM_CPU_TARGET = KitTarget(
     requires=("vllm", "dynamo_mono_vllm"),
     skip_reason="vLLM is not installed (CPU: plugins/vllm/install-cpu.sh)",
     block_size=32,
+    vocab_size=2629,  # the tiny Llama's embedding rows (vLLM refuses stop ids past them)
     prepare=_tiny_llama,
     start_timeout=240,
     max_tokens_long=1900,

@@ -53,7 +53,7 @@ class KitTarget:
     requires: tuple[str, ...] = ()
     skip_reason: str = ""
     block_size: int = 16
-    vocab_size: int = 4000
+    vocab_size: int = 2636
     fault_body: dict[str, Any] | None = None
     prepare: Callable[[], list[str]] | None = None
     start_timeout: float = 120.0
