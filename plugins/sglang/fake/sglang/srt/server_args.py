@@ -49,7 +49,7 @@ class ServerArgs:
         """Flags as SGLang spells them (--field-name); booleans are store_true, as in SGLang."""
         for f in dataclasses.fields(ServerArgs):
             flag = "--" + f.name.replace("_", "-")
-            if f.type in ("bool", bool):
+            if f.type in ("bool", "Optional[bool]", bool):
                 parser.add_argument(flag, action="store_true", default=f.default)
             elif f.name == "lora_paths":
                 parser.add_argument(flag, nargs="*", default=None)
