@@ -33,9 +33,11 @@ def _tiny_llama() -> list[str]:
 VLLM_CPU_TARGET = KitTarget(
     name="vllm-cpu",
     serve_args=("--engine", "vllm", "--dtype", "float32", "--enforce-eager", "--block-size", "32",
-                "--max-model-len", "2048", "--num-gpu-blocks-override", "160"),
+                "--max-model-len", "2048", "--num-gpu-blocks-override", "160", "--max-num-seqs", "1",
+                "--scheduling-policy", "priority"),
     env=_VLLM_ENV,
-    capabilities=frozenset({"logprobs", "n", "kv_events"}),
+    capabilities=frozenset({"logprobs", "n", "priority", "kv_events"}),
+    serial=True,
     requires=("vllm", "dynamo_mono_vllm"),
     skip_reason="vLLM is not installed (CPU: plugins/vllm/install-cpu.sh)",
     block_size=32,
@@ -49,7 +51,8 @@ VLLM_CPU_TARGET = KitTarget(
 SGLANG_FAKE_TARGET = KitTarget(
     name="sglang-fake",
     serve_args=("--engine", "sglang", "--page-size", "16", "--max-total-tokens", "4096", "--dp-size", "2",
-                "--enable-priority-scheduling"),
+                "--enable-priority-scheduling", "--max-running-requests", "1"),
+    serial=True,
     pythonpath=(str(ROOT / "plugins" / "sglang" / "fake"), str(ROOT / "plugins" / "sglang"), str(ROOT)),
     capabilities=frozenset({"logprobs", "n", "priority", "dp_rank", "kv_events", "fault"}),
     block_size=16,

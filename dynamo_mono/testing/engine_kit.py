@@ -42,7 +42,8 @@ class KitTarget:
     the engine (not the server) fail that request. prepare: called once before the server starts; returns more
     serve arguments (e.g. builds a tiny model and returns `--model PATH`). max_tokens_long: output length of the
     requests that must still be running when the kit looks at them (abort, dp pins, load): long enough that no
-    machine finishes them before a /metrics poll.
+    machine finishes them before a /metrics poll. serial: the target runs one request at a time per dp rank (max
+    running 1), so the priority case can check queue order.
     """
 
     name: str
@@ -58,6 +59,7 @@ class KitTarget:
     prepare: Callable[[], list[str]] | None = None
     start_timeout: float = 120.0
     max_tokens_long: int = 4000
+    serial: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - CAPABILITIES
@@ -84,7 +86,8 @@ class KitTarget:
 MOCKER_TARGET = KitTarget(
     name="mocker",
     serve_args=("--engine", "mocker", "--block-size", "16", "--num-gpu-blocks-override", "128",
-                "--data-parallel-size", "2", "--speedup-ratio", "1"),
+                "--data-parallel-size", "2", "--speedup-ratio", "1", "--max-num-seqs", "1"),
+    serial=True,
     max_tokens_long=1500,
     capabilities=frozenset({"logprobs", "n", "priority", "dp_rank", "kv_events", "fault"}),
     block_size=16,

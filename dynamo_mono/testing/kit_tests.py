@@ -7,11 +7,12 @@ target does not claim are skipped, naming it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable, Iterator
 
 import pytest
 
-from dynamo_mono.testing.engine_kit import KitClient, KitTarget, wait_until
+from dynamo_mono.testing.engine_kit import HANG_GUARD_S, KitClient, KitTarget, wait_until
 from dynamo_mono.testing.server import metric_value, start
 
 
@@ -205,6 +206,47 @@ def test_priority_is_accepted(kit: KitClient) -> None:
             "urgent?", max_tokens=3, ignore_eos=True, nvext={"agent_hints": {"priority": prio}}))
         assert status == 200, body
         assert body["usage"]["completion_tokens"] == 3
+
+
+def test_priority_orders_the_queue(kit: KitClient) -> None:
+    """One slot busy; a less urgent request queues first, a more urgent one second: the urgent one is served first
+    (API convention: lower = more urgent; the server converts it to the engine's)."""
+    _need(kit, "priority")
+    if not kit.target.serial:
+        pytest.skip(f"{kit.target.name} is not run with one request at a time (KitTarget.serial)")
+    pin = {"dp_rank": 0} if "dp_rank" in kit.target.capabilities else {}
+    kit.wait_idle()
+    blocker = kit.open_stream("/v1/chat/completions", kit.chat(
+        "block the slot", max_tokens=kit.target.max_tokens_long, ignore_eos=True, nvext=dict(pin)))
+    next(iter(blocker))
+    kit.wait_metric("dynamo_engine_running_requests", lambda v: v == 1)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def send(name: str, prio: int) -> None:
+        status, body = kit.post("/v1/chat/completions", kit.chat(
+            f"{name} priority", max_tokens=4, ignore_eos=True, nvext={**pin, "agent_hints": {"priority": prio}}))
+        assert status == 200, body
+        with lock:
+            order.append(name)
+
+    low = threading.Thread(target=send, args=("low", 5))
+    high = threading.Thread(target=send, args=("high", -5))
+    try:
+        low.start()
+        kit.wait_metric("dynamo_frontend_inflight_requests", lambda v: v == 2)
+        wait_until(lambda: kit.metric("dynamo_engine_waiting_requests") + kit.metric(
+            "dynamo_frontend_queued_requests") >= 1, "the less urgent request to queue")
+        high.start()
+        # both queued behind the blocker (or, where the engine preempts for priority, the urgent one already ran)
+        wait_until(lambda: order or kit.metric("dynamo_engine_waiting_requests") + kit.metric(
+            "dynamo_frontend_queued_requests") >= 2, "the urgent request to queue")
+    finally:
+        blocker.close()
+        low.join(HANG_GUARD_S)
+        high.join(HANG_GUARD_S)
+    assert order == ["high", "low"], order
+    kit.wait_idle()
 
 
 def test_health_after_engine_fault(kit: KitClient) -> None:
