@@ -179,3 +179,32 @@ def test_server_args_refusals(extra, match) -> None:
 
     with pytest.raises(ConfigError, match=match):
         build_server_args(_args(extra), None)
+
+
+# --- the fake is strict: a call outside the modelled 0.5.23 surface fails ----------------------------
+async def test_fake_refuses_what_sglang_does_not_define() -> None:
+    from dynamo_mono.api import TINY_CHATML_DIR
+    import sglang
+    from sglang.srt.server_args import ServerArgs
+
+    with pytest.raises(TypeError):
+        ServerArgs(model_path="x", no_such_field=1)
+    sa = ServerArgs(model_path=str(TINY_CHATML_DIR), skip_tokenizer_init=True, incremental_streaming_output=True,
+                    page_size=16)
+    with pytest.raises(AttributeError):
+        sa.no_such_field = 1
+    eng = sglang.Engine(server_args=sa)
+    try:
+        with pytest.raises(TypeError):
+            await eng.async_generate(input_ids=[1, 2], stream=True, no_such_kwarg=1)
+        with pytest.raises(AttributeError):
+            eng.no_such_method()
+        with pytest.raises(NotImplementedError):
+            await eng.async_generate(input_ids=[1, 2], stream=True, lora_path=["a"])
+        stream = await eng.async_generate(input_ids=[1, 2], sampling_params={"max_tokens": 3}, stream=True)
+        with pytest.raises(TypeError, match="max_tokens"):  # SGLang calls it max_new_tokens
+            await stream.__anext__()
+        with pytest.raises(ValueError, match="out of range"):
+            await eng.async_generate(input_ids=[1, 2], stream=True, routed_dp_rank=3)
+    finally:
+        eng.shutdown()

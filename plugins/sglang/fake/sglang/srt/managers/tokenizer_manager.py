@@ -131,7 +131,13 @@ class TokenizerManager:
     # --- requests ------------------------------------------------------------------------------------------
     def generate_stream(self, *, input_ids: List[int], sampling_params: dict, rid: str, routed_dp_rank: Optional[int],
                         priority: Optional[int], return_logprob: bool, top_logprobs_num: int) -> AsyncIterator[dict]:
-        """The incremental (skip_tokenizer_init) stream of one request; validation errors raise ValueError."""
+        """The incremental (skip_tokenizer_init) stream of one request. As generate_request is an async generator,
+        its validation errors (ValueError / TypeError) surface on the first iteration, not at the call."""
+        return self._stream(lambda: self._build(input_ids, sampling_params, rid, routed_dp_rank, priority,
+                                                return_logprob, top_logprobs_num), return_logprob, top_logprobs_num)
+
+    def _build(self, input_ids: List[int], sampling_params: dict, rid: str, routed_dp_rank: Optional[int],
+               priority: Optional[int], return_logprob: bool, top_logprobs_num: int) -> Any:
         from dynamo_mono.engine import EngineRequest, SamplingParams, StopConditions
 
         sp = normalize(sampling_params)
@@ -163,9 +169,10 @@ class TokenizerManager:
                                 eos_token_ids=[] if ignore else self._eos, ignore_eos=ignore),
             priority=prio, dp_rank=routed_dp_rank, annotations=annotations)
         self._states[rid] = None
-        return self._stream(req, return_logprob, top_logprobs_num)
+        return req
 
-    async def _stream(self, req: Any, return_logprob: bool, top_n: int) -> AsyncIterator[dict]:
+    async def _stream(self, build: Any, return_logprob: bool, top_n: int) -> AsyncIterator[dict]:
+        req = build()
         rid = req.request_id
         completion = 0
         cached = 0
