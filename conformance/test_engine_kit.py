@@ -62,6 +62,25 @@ SGLANG_FAKE_TARGET = KitTarget(
 )
 
 TARGETS: list[KitTarget] = [MOCKER_TARGET, VLLM_CPU_TARGET, SGLANG_FAKE_TARGET]
+
+# A real SGLang on a GPU machine (plugins/sglang/gpu-smoke.sh: `python -m dynamo_mono.testing --target
+# conformance.test_engine_kit:SGLANG_GPU_TARGET`); not in TARGETS: it needs CUDA and a model.
+_GPU_DP = int(os.environ.get("DYN_KIT_SGLANG_DP", "1"))
+SGLANG_GPU_TARGET = KitTarget(
+    name="sglang",
+    serve_args=("--engine", "sglang", "--model", os.environ.get("DYN_KIT_SGLANG_MODEL", ""),
+                "--served-model-name", "kit", "--page-size", "16", "--dp-size", str(_GPU_DP),
+                "--max-total-tokens", os.environ.get("DYN_KIT_SGLANG_KV_TOKENS", "16384"),
+                "--enable-priority-scheduling", "--max-running-requests", "1", "--max-model-len", "4096"),
+    capabilities=frozenset({"logprobs", "n", "priority", "kv_events"} | ({"dp_rank"} if _GPU_DP > 1 else set())),
+    requires=("sglang", "dynamo_mono_sglang"),
+    skip_reason="sglang is not installed (GPU machines: plugins/sglang/gpu-smoke.sh)",
+    block_size=16,
+    vocab_size=int(os.environ.get("DYN_KIT_VOCAB", "2636")),
+    start_timeout=900,
+    max_tokens_long=3000,
+    serial=True,
+)
 MARKS = {"vllm-cpu": [pytest.mark.vllm]}
 
 pytestmark = pytest.mark.timeout(600)

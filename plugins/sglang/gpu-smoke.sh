@@ -38,7 +38,7 @@ fi
 VOCAB=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1] + '/config.json'))['vocab_size'])" "$MODEL")
 export DYN_KIT_SGLANG_MODEL="$MODEL" DYN_KIT_SGLANG_DP="${DP:-1}" DYN_KIT_VOCAB="$VOCAB"
 # 1. the engine conformance kit against the real engine
-"$PY" -m dynamo_mono.testing --target dynamo_mono_sglang.kit:REAL_TARGET -- -q -rs 2>&1 | tee "$OUT/kit.log"
+"$PY" -m dynamo_mono.testing --target conformance.test_engine_kit:SGLANG_GPU_TARGET -- -q -rs 2>&1 | tee "$OUT/kit.log"
 # 2. a short benchmark: one server, closed loop at c=1 and c=16
 "$PY" -m dynamo_mono.cli serve --engine sglang --model "$MODEL" --served-model-name kit --page-size 16 \
   --dp-size "${DP:-1}" --router-mode kv --port 18123 > "$OUT/server.log" 2>&1 &

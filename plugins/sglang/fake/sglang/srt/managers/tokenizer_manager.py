@@ -60,7 +60,7 @@ class TokenizerManager:
                  "_hash_maps", "_eos", "_page", "_total_tokens", "_states", "_fault", "_loop_tasks")
 
     def __init__(self, server_args: ServerArgs) -> None:
-        from dynamo_mono.engine import EngineArgs
+        from dynamo_mono.api import EngineArgs
         from mocker.engine import MockerEngine
 
         cfg = _model_config(server_args.model_path)
@@ -101,7 +101,7 @@ class TokenizerManager:
 
     # --- KV events: the mocker's cache events on SGLang's wire -----------------------------------------
     def _publish(self, batch: Any) -> None:
-        from dynamo_mono.kv_events import AllBlocksCleared as OurCleared, BlockRemoved as OurRemoved
+        from dynamo_mono.api import AllBlocksCleared as OurCleared, BlockRemoved as OurRemoved
 
         hmap = self._hash_maps[batch.dp_rank]
         events: list[Any] = []
@@ -138,7 +138,7 @@ class TokenizerManager:
 
     def _build(self, input_ids: List[int], sampling_params: dict, rid: str, routed_dp_rank: Optional[int],
                priority: Optional[int], return_logprob: bool, top_logprobs_num: int) -> Any:
-        from dynamo_mono.engine import EngineRequest, SamplingParams, StopConditions
+        from dynamo_mono.api import EngineRequest, SamplingParams, StopConditions
 
         sp = normalize(sampling_params)
         if sp["n"] != 1:
