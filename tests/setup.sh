@@ -26,3 +26,6 @@ PYTHON="$PY" bash plugins/vllm/install-cpu.sh
 # The TensorRT-LLM engine plugin installs without tensorrt_llm (imported lazily); tests/trtllm run it against the
 # fake tensorrt_llm in plugins/trtllm/fake. The real engine needs an NVIDIA GPU: plugins/trtllm/gpu-smoke.sh.
 "$PY" -m pip install -q -e plugins/trtllm
+# The SGLang engine plugin: installs without SGLang (CUDA only); its tests and the kit run it against the fake
+# sglang 0.5.23 in plugins/sglang/fake (PYTHONPATH), and `dynamo-mono plugins` lists it with an install hint.
+"$PY" -m pip install -q -e plugins/sglang

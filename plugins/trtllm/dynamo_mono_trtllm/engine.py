@@ -83,7 +83,8 @@ class TrtllmEngine:
         self.eos_ids = list(args.eos_token_ids or ())
         self.llm: Any = None
         self.converter: KvEventConverter | None = None
-        self.stats = StatsRecorder(self.dp_size)
+        max_tokens = self.options.get("kv_cache_max_tokens")
+        self.stats = StatsRecorder(self.dp_size, int(max_tokens) // self.block_size if max_tokens else 0)
         self._card: ModelCard | None = None
         self._stopped = True
         self._tasks: list[asyncio.Task] = []
@@ -116,6 +117,9 @@ class TrtllmEngine:
             max_model_len=int(plan.max_seq_len or self.args.max_model_len or 0),
             block_size=self.block_size,
             dp_size=self.dp_size,
+            # Known up front only when the KV size is configured in tokens (else the memory fraction decides it);
+            # KvCacheConfig.max_tokens sizes each rank's cache.
+            total_kv_blocks=self.stats.configured_blocks or None,
             max_num_seqs=plan.kwargs.get("max_batch_size"),
             max_num_batched_tokens=plan.kwargs.get("max_num_tokens"),
             reasoning_parser=self.args.reasoning_parser,

@@ -194,7 +194,9 @@ class LLM:
              "lora_id": None, "cache_level": 0, "priority": 35}]})
 
     def _on_step(self, rank: int, plan: Any) -> None:
-        if not self._iter_stats or rank != 0:
+        # Attention-DP ranks step together in TensorRT-LLM (one iteration, one stats record); the simulated ranks
+        # step apart, so every rank's step stands for an iteration of the instance.
+        if not self._iter_stats:
             return
         self._push_stats(len(plan.prefill), plan.decode_seqs, sum(n for n, _c, _s in plan.prefill))
 
