@@ -204,6 +204,15 @@ class EngineError(Exception):
         self.retryable = retryable
 
 
+class RequestRejected(EngineError):
+    """The engine refused the request's own parameters (e.g. a stop token id outside its vocabulary): a client error
+    (HTTP 400), never retried or migrated. Raise it before the first output."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, retryable=False)
+        self.param = param
+
+
 # Media a chat model may take as input (content parts); "text" is always taken.
 MEDIA_INPUT_KINDS = ("image", "video", "audio")
 

@@ -13,6 +13,7 @@ from dynamo_mono.api import (
     EmbeddingRequest,
     EngineArgs,
     EngineError,
+    RequestRejected,
     EngineOutput,
     EngineRequest,
     KvEventBatch,
@@ -309,7 +310,7 @@ class VllmEngine:
         try:
             outs = await asyncio.gather(*tasks)
         except (ValueError, TypeError, _client_error()) as exc:  # vLLM refused the request itself
-            raise EngineError(f"vllm: {exc}", retryable=False) from None
+            raise RequestRejected(f"vllm: {exc}") from None
         except EngineError:
             raise
         except Exception as exc:  # engine death and the like: another instance may serve it
@@ -358,7 +359,7 @@ class VllmEngine:
                     raise MediaError(f"this model takes no {'/'.join(sorted(set(refused)))} input")
             prompt = vllm_prompt(request.token_ids, media)
         except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
-            raise EngineError(f"vllm: {exc}", retryable=False) from None
+            raise RequestRejected(f"vllm: {exc}") from None
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
         if self.priority:
@@ -411,7 +412,7 @@ class VllmEngine:
             finished = True
             log.warning("vLLM request %s failed: %s", rid, _reason(exc))
             if first and _refused(exc):  # vLLM refused the request itself
-                raise EngineError(f"vllm: {_reason(exc)}", retryable=False) from None
+                raise RequestRejected(f"vllm: {_reason(exc)}") from None
             yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {_reason(exc)}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:
