@@ -69,6 +69,48 @@ def _complete(url: str, prompt: str, pin: int | None = None, max_tokens: int = 1
     return resp
 
 
+def test_vllm_transfer_params_round_trip_typed_and_over_the_worker_link():
+    from dynamo_mono.engine import EngineOutput
+    from dynamo_mono.transports import messages as m
+    from dynamo_mono_vllm.disagg import transfer_from_vllm, transfer_to_vllm
+
+    vllm_params = {"do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [[1, 2, 3, 4]],
+                   "remote_engine_id": "e1", "remote_request_id": "r#0-abc", "remote_host": "10.0.0.2",
+                   "remote_port": 5601, "tp_size": 1, "dcp_size": 1, "pp_size": 1, "remote_num_tokens": 100,
+                   "remote_blocks_expiry_time": None, "transfer_mode": "pull", "remote_prefill_cached_tokens": 32}
+    t = transfer_from_vllm(vllm_params)
+    assert (t.endpoint.transport, t.endpoint.host, t.endpoint.port, t.num_blocks, t.num_tokens) == (
+        "vllm-nixl", "10.0.0.2", 5601, 4, 100)
+    assert t.first_token_on_decode and t.cached_tokens == 32
+    back = transfer_to_vllm(t)
+    assert {k: back[k] for k in back} == {k: vllm_params[k] for k in back}
+    out = m.engine_output(m.decode(m.encode(m.output_message(3, EngineOutput([5], finish_reason="length",
+                                                                             kv_transfer=t)))))
+    assert out.kv_transfer == t
+    assert transfer_from_vllm(None) is None and transfer_from_vllm({"do_remote_decode": True}) is None
+
+
+def test_roles_are_refused_where_they_cannot_work(tiny_model):
+    from dynamo_mono.config import ConfigError
+    from dynamo_mono.engine import EngineArgs
+    from dynamo_mono_vllm.engine_args import build_engine_args
+
+    m = str(tiny_model)
+    ea = build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "decode",
+                                                                  "kv_lease_duration": 12}))
+    kvt = ea.kv_transfer_config
+    assert (kvt.kv_connector, kvt.kv_role, kvt.kv_buffer_device, kvt.kv_load_failure_policy) == (
+        "NixlConnector", "kv_both", "cpu", "recompute")
+    assert kvt.kv_connector_extra_config == {"kv_lease_duration": 12}
+    assert build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "agg"})
+                             ).kv_transfer_config is None
+    with pytest.raises(ConfigError, match="only chat models"):
+        build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "prefill"}, kind="embedding"))
+    with pytest.raises(ConfigError, match="give one or the other"):
+        build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "prefill"},
+                                     extra_args=["--kv-transfer-config", '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}']))
+
+
 @pytest.mark.timeout(240)
 def test_decode_recomputes_when_prefill_dies_after_handoff(tiny_model):
     """The hand-off happened (transfer params in the server's hands), then the prefill instance died: the decode
