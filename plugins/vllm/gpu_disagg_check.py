@@ -155,7 +155,8 @@ def main() -> int:
         dis = asyncio.run(_run(url, "m", check, a.osl, 1, None))["texts"]  # first: nothing cached on decode
         agg = asyncio.run(_run(url, "m", check, a.osl, 1, decode))["texts"]
         same = sum(x == y for x, y in zip(dis, agg))
-        b0, r0 = _metric(url, "dynamo_kv_transfer_bytes_total"), _metric(url, "dynamo_frontend_disagg_remote_prefills_total")
+        b0 = _metric(url, "dynamo_kv_transfer_bytes_total")
+        r0 = _metric(url, "dynamo_frontend_disagg_remote_prefills_total")
         rows = {(mode, c): asyncio.run(_run(url, "m", prompts(a.requests), a.osl, c, pin))
                 for c in (1, 8) for mode, pin in (("agg", decode), ("disagg", None))}
         time.sleep(1.0)  # the decode instance's connector stats arrive with its next scheduler step

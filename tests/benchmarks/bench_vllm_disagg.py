@@ -127,8 +127,8 @@ def main() -> None:
             for mode, pin in (("agg", decode), ("disagg", None)):
                 prompts = [_prompt(rng, a.isl_words) for _ in range(n)]
                 rows[(mode, c)] = asyncio.run(_run(srv.url, prompts, a.osl, c, pin))
-        moved = wait_until(lambda: (lambda b: b if b > b0 else None)(_metric(srv.url, "dynamo_kv_transfer_bytes_total")),
-                           60, "KV bytes reported") - b0
+        moved = wait_until(lambda: (lambda b: b if b > b0 else None)(
+            _metric(srv.url, "dynamo_kv_transfer_bytes_total")), 60, "KV bytes reported") - b0
         remote = _metric(srv.url, "dynamo_frontend_disagg_remote_prefills_total") - r0
         fallbacks = _metric(srv.url, "dynamo_frontend_disagg_local_prefill_fallbacks_total")
     finally:

@@ -108,7 +108,8 @@ def test_roles_are_refused_where_they_cannot_work(tiny_model):
         build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "prefill"}, kind="embedding"))
     with pytest.raises(ConfigError, match="give one or the other"):
         build_engine_args(EngineArgs(m, "m", 0, 512, [2], 100, {"disaggregation_mode": "prefill"},
-                                     extra_args=["--kv-transfer-config", '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}']))
+                                     extra_args=["--kv-transfer-config",
+                                                 '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}']))
 
 
 @pytest.mark.timeout(240)
@@ -225,7 +226,8 @@ def test_disaggregated_greedy_output_matches_aggregated(disagg_server):
     assert remote == 2
     assert _value(after, "dynamo_frontend_disagg_local_prefill_fallbacks_total") == 0
     # 70+ word prompts span several 32-token blocks of 2 layers x K/V x 128 floats: at least one full block moved.
-    assert _value(after, "dynamo_kv_transfer_bytes_total", worker_id=str(roles["decode"])) >= BLOCK_SIZE * 2 * 2 * 128 * 4
+    block_bytes = BLOCK_SIZE * 2 * 2 * 128 * 4
+    assert _value(after, "dynamo_kv_transfer_bytes_total", worker_id=str(roles["decode"])) >= block_bytes
 
 
 def test_prefill_worker_killed_mid_handoff_client_gets_complete_answer(disagg_server):
