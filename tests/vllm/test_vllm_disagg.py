@@ -171,6 +171,7 @@ def disagg_server(tiny_model):
     flags = [*ENGINE_FLAGS[:-2], "--model", str(tiny_model), "--served-model-name", "tiny"]
     srv = start_server([*flags, "--num-instances", "1", "--disaggregation-mode", "decode", "--router-mode", "kv",
                         "--migration-limit", "1",
+                        "--router-conditional-disagg", "--disagg-min-prefill-tokens", "64",
                         # a stopped worker is found dead by its closed connection, not by missed heartbeats
                         "--heartbeat-misses", "100000"], token=TOKEN, timeout=240)
     worker = start_worker(srv.url, [*flags, "--disaggregation-mode", "prefill"], name="prefill")
@@ -225,9 +226,26 @@ def test_disaggregated_greedy_output_matches_aggregated(disagg_server):
         before, "dynamo_frontend_disagg_remote_prefills_total")
     assert remote == 2
     assert _value(after, "dynamo_frontend_disagg_local_prefill_fallbacks_total") == 0
+    # Both roles publish KV events: the router indexed the prompts' blocks on each instance.
+    for wid in roles.values():
+        assert _value(after, "dynamo_component_router_kv_indexed_blocks", worker_id=str(wid)) > 0
     # 70+ word prompts span several 32-token blocks of 2 layers x K/V x 128 floats: at least one full block moved.
     block_bytes = BLOCK_SIZE * 2 * 2 * 128 * 4
     assert _value(after, "dynamo_kv_transfer_bytes_total", worker_id=str(roles["decode"])) >= block_bytes
+
+
+def test_conditional_disaggregation_prefills_short_or_cached_prompts_on_decode(disagg_server):
+    srv, _, roles = disagg_server
+    remote = _value(_metrics(srv.url), "dynamo_frontend_disagg_remote_prefills_total")
+    short = _complete(srv.url, "alpha bravo charlie")  # under --disagg-min-prefill-tokens 64
+    assert short["choices"][0]["text"] == _complete(srv.url, "alpha bravo charlie", pin=roles["decode"])[
+        "choices"][0]["text"]
+    prompt = _prompt(9)
+    _complete(srv.url, prompt, pin=roles["decode"])  # the decode instance now holds the prompt's blocks
+    _wait_until(lambda: _value(_metrics(srv.url), "dynamo_component_router_kv_indexed_blocks",
+                               worker_id=str(roles["decode"])) > 0, "the decode instance's blocks indexed")
+    _complete(srv.url, prompt)  # uncached tail under 64 tokens: stays on the decode instance
+    assert _value(_metrics(srv.url), "dynamo_frontend_disagg_remote_prefills_total") == remote
 
 
 def test_prefill_worker_killed_mid_handoff_client_gets_complete_answer(disagg_server):
