@@ -432,7 +432,8 @@ class InstancePool:
         if transfer is None:
             endpoint = inst.card.kv_endpoint
             transfer = None if endpoint is None else KvTransferParams(endpoint, key, n // bs)
-        self._count_remote_prefill()
+        if transfer is not None:
+            self._count_remote_prefill()
         return first, self._continuation(req, first.token_ids, kv_transfer=transfer)
 
     async def _run_prefill(self, inst: Instance, preq: EngineRequest) -> EngineOutput | None:

@@ -87,6 +87,10 @@ def test_vllm_transfer_params_round_trip_typed_and_over_the_worker_link():
     out = m.engine_output(m.decode(m.encode(m.output_message(3, EngineOutput([5], finish_reason="length",
                                                                              kv_transfer=t)))))
     assert out.kv_transfer == t
+    from dynamo_mono.engine import EngineRequest, SamplingParams, StopConditions
+
+    req = EngineRequest("r", [1, 2], SamplingParams(), StopConditions(max_tokens=4), kv_transfer=t)
+    assert m.decode(m.encode(m.Generate(1, 0, req))).request.kv_transfer == t  # to a decode worker
     assert transfer_from_vllm(None) is None and transfer_from_vllm({"do_remote_decode": True}) is None
 
 
