@@ -7,10 +7,16 @@ reports "NIXL is not available". The backend's UCX transport is the same host-me
 CPU torch (torch.version.cuda is None) this module imports the installed backend with the CUDA probe off, and
 hands it to vLLM's NIXL helpers. vLLM imports this module in the EngineCore process (the factory resolves
 kv_connector "NixlConnector" here), before it builds the connector.
+
+On CPU, vLLM's NIXL worker "reserves" the last core of each NUMA node for KV transfers by pinning the thread that
+builds it, which is the EngineCore's model thread: with VLLM_CPU_OMP_THREADS_BIND=nobind (threads left unpinned on
+purpose, as on small shared machines) every disaggregated instance would then compute on that one core. There the
+connector below gives the thread its affinity back once it is built.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -59,6 +65,20 @@ def _install() -> None:
 
 _install()
 
-from vllm.distributed.kv_transfer.kv_connector.v1.nixl.connector import NixlConnector  # noqa: E402
+from vllm.distributed.kv_transfer.kv_connector.v1.nixl.connector import (  # noqa: E402
+    NixlConnector as _VllmNixlConnector,
+)
+
+
+class NixlConnector(_VllmNixlConnector):
+    """vLLM's NixlConnector (same name: vLLM's config checks go by it); keeps an unpinned thread unpinned."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        keep = os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind" and hasattr(os, "sched_getaffinity")
+        cpus = os.sched_getaffinity(0) if keep else None
+        super().__init__(*args, **kwargs)
+        if cpus is not None and os.sched_getaffinity(0) != cpus:
+            os.sched_setaffinity(0, cpus)
+
 
 __all__ = ["NixlConnector", "import_nixl"]
