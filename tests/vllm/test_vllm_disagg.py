@@ -10,6 +10,7 @@ and vLLM recomputes the prompt (kv_load_failure_policy "recompute"), same tokens
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -21,7 +22,10 @@ import pytest
 
 from tests.vllm.conftest import BLOCK_SIZE, ENGINE_FLAGS, VLLM_ENV
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+HAVE_NIXL = importlib.util.find_spec("nixl") is not None
+pytestmark = [pytest.mark.vllm, pytest.mark.nixl, pytest.mark.timeout(300),
+              pytest.mark.skipif(not HAVE_NIXL, reason="NIXL is not installed: pip install nixl-cu12==1.5.1 && "
+                                 "pip install --no-deps nixl==1.5.1")]
 
 DISAGG_ENV = {**VLLM_ENV, "NIXL_LOG_LEVEL": "WARN"}
 
