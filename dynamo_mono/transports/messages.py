@@ -198,11 +198,14 @@ class LoraDone(msgspec.Struct, tag=True, array_like=True):
 
 
 class StreamFailed(msgspec.Struct, tag=True, array_like=True):
-    """Worker → server: the engine raised; the server turns this into an EngineError."""
+    """Worker → server: the engine raised; the server turns this into an EngineError (a RequestRejected when
+    `rejected`: the client's parameters were refused, `param` names the one)."""
 
     stream: int
     message: str
     retryable: bool = True
+    rejected: bool = False
+    param: str | None = None
 
 
 class Abort(msgspec.Struct, tag=True, array_like=True):
