@@ -179,8 +179,10 @@ class Planner:
             self.export_instances()
 
     def export_instances(self) -> None:
+        """Instances running per role: serving ones plus those still draining (they hold their GPUs)."""
         for r in self.config.roles:
-            self.metrics.instances(r, self.connector.running(r))
+            draining = sum(1 for i in self.model.pool.instances.values() if i.role == r and i.draining)
+            self.metrics.instances(r, self.connector.running(r) + draining)
 
     def _export_observation(self, obs: Observation) -> None:
         if obs.ttft_ms is not None:

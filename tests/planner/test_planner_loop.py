@@ -41,7 +41,7 @@ def _planner(registry: CollectorRegistry, **cfg) -> tuple[Planner, FakeConnector
                            load_min_observations=3, max_instances=4, **cfg)
     conn = FakeConnector(agg=2)
     obs = ScriptedObserver()
-    model = SimpleNamespace(name="m")
+    model = SimpleNamespace(name="m", pool=SimpleNamespace(instances={}))
     p = Planner(config, model, conn, PlannerMetrics(registry, "m"), ScriptedObserver(), obs, None)
     return p, conn, obs
 
