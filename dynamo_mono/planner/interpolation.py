@@ -67,6 +67,18 @@ class PrefillProfile:
     def thpt_per_gpu(self, isl: float) -> float:
         return float(np.interp(isl, self.isl, self.thpt))
 
+    def tokens_within(self, ttft_ms: float) -> float:
+        """Most prompt tokens one instance prefills within ttft_ms (the last segment extrapolated past the profile):
+        a request behind that many queued tokens (its own included) still meets a TTFT target of ttft_ms."""
+        isl, t = self.isl, self.ttft_ms
+        if ttft_ms <= t[0]:
+            return float(isl[0] * ttft_ms / t[0])
+        if ttft_ms >= t[-1]:
+            if len(isl) == 1 or t[-1] <= t[-2]:
+                return float(isl[-1] * ttft_ms / t[-1])
+            return float(isl[-1] + (ttft_ms - t[-1]) * (isl[-1] - isl[-2]) / (t[-1] - t[-2]))
+        return float(np.interp(ttft_ms, np.maximum.accumulate(t), isl))
+
 
 @dataclass(frozen=True)
 class DecodePoint:

@@ -150,7 +150,7 @@ class Planner:
             if insts and obs.itl_ms is not None and role != PREFILL:
                 reg.itl.add(sum(itl_x) / len(itl_x), obs.itl_ms)
             sens = cfg.load_scaling_down_sensitivity
-            v_ttft = judge(ttft_x, reg.ttft.max_load(cfg.ttft_ms), sens, "TTFT vs queued prefill tokens + ISL")
+            v_ttft = judge(ttft_x, self._ttft_max_load(reg.ttft), sens, "TTFT vs queued prefill tokens + ISL")
             v_itl = judge(itl_x, reg.itl.max_load(cfg.itl_ms), sens, "ITL vs active decode blocks")
             verdict = v_ttft if role == PREFILL else v_itl if role == DECODE else combine(v_ttft, v_itl)
             verdicts[role] = verdict
@@ -163,6 +163,16 @@ class Planner:
             reason = "; ".join(f"{r}: {v.reason}" for r, v in verdicts.items() if v.delta)
             await self._apply("load", targets, reason)
         return verdicts
+
+    def _ttft_max_load(self, reg: LoadRegression) -> float | None:
+        """Queued prefill tokens (+ ISL) per instance that still meet --ttft: the regression's answer, capped by the
+        profile's (the tokens one instance prefills within the target), which also stands in until the regression
+        has learned; the lower of the two, as a regression fitted on lagging, noisy windows can overshoot."""
+        learned = reg.max_load(self.config.ttft_ms)
+        if self.scaler is None:
+            return learned
+        bound = self.scaler.prefill.tokens_within(self.config.ttft_ms)
+        return bound if learned is None else min(learned, bound)
 
     async def _apply(self, kind: str, targets: dict[str, int], reason: str) -> None:
         async with self._lock:

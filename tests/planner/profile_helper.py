@@ -13,15 +13,19 @@ from mocker.perf_model import PerfModel
 def write_profile(directory: str | Path, perf: PerfModel | None = None, *, max_kv_tokens: int = 16384 * 64,
                   isls: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096, 8192),
                   contexts: tuple[int, ...] = (256, 1024, 4096, 16384),
-                  concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)) -> Path:
+                  concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
+                  chunk: int | None = None) -> Path:
     """DIR/selected_prefill_interpolation/raw_data.npz and DIR/selected_decode_interpolation/raw_data.npz with
-    Dynamo's keys, plus DIR/mocker_profile.npz (the mocker's keys); returns DIR."""
+    Dynamo's keys, plus DIR/mocker_profile.npz (the mocker's keys); returns DIR. `chunk`: the engine prefills in
+    steps of at most this many tokens (--max-num-batched-tokens), each paying the step's fixed cost."""
     perf = perf or PerfModel()
     d = Path(directory)
     (d / "selected_prefill_interpolation").mkdir(parents=True, exist_ok=True)
     (d / "selected_decode_interpolation").mkdir(parents=True, exist_ok=True)
     isl = np.array(isls, dtype=float)
-    ttft = np.array([perf.step_ms([(n, 0, 1.0)], 0, 0) for n in isls])
+    step = chunk or max(isls)
+    ttft = np.array([sum(perf.step_ms([(min(step, n - c), c, 1.0)], 0, 0) for c in range(0, n, step))
+                     for n in isls])
     np.savez(d / "selected_prefill_interpolation/raw_data.npz", prefill_isl=isl, prefill_ttft=ttft,
              prefill_thpt_per_gpu=isl / ttft * 1000.0)
     xs, ys, itls, thpts = [], [], [], []

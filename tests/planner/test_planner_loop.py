@@ -86,3 +86,20 @@ async def test_planner_gauges_have_the_dashboard_names() -> None:
         assert f"# TYPE {name} gauge" in text
     assert 'dynamo_planner_instances{model="m",role="agg"} 2.0' in text
     assert 'dynamo_planner_target_instances{model="m",role="agg"} 2.0' in text
+
+
+async def test_the_profile_bounds_ttft_load_before_the_regression_has_learned(tmp_path) -> None:
+    from dynamo_mono.planner.interpolation import load_profile_dir
+    from tests.planner.profile_helper import write_profile
+
+    config = PlannerConfig(enable_throughput_scaling=True, enable_load_scaling=True, ttft_ms=500, itl_ms=50,
+                           adjustment_interval=60, max_instances=4, profile_results_dir=str(tmp_path))
+    conn = FakeConnector(agg=2)
+    obs = ScriptedObserver()
+    p = Planner(config, SimpleNamespace(name="m", pool=SimpleNamespace(instances={})), conn,
+                PlannerMetrics(CollectorRegistry(), "m"), ScriptedObserver(), obs,
+                load_profile_dir(str(write_profile(tmp_path))))
+    limit = p.scaler.prefill.tokens_within(500)  # ~7000 tokens of the default perf model within 500 ms
+    obs.next.append(Observation(5, 10, isl=1000, osl=100, ttft_ms=900, itl_ms=10))
+    v = await p.load_tick(_loads(limit - 900, limit))  # both over limit - ISL queued: one regression sample only
+    assert v["agg"].delta == 1 and conn.applied[-1] == {"agg": 3}

@@ -101,3 +101,10 @@ def test_missing_or_broken_profiles_are_config_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "selected_decode_interpolation/raw_data.npz", x_kv_usage=[0.1])
     with pytest.raises(ConfigError, match="lacks y_context_length"):
         load_profile_dir(str(tmp_path))
+
+
+def test_tokens_within_a_ttft_target(tmp_path: Path) -> None:
+    prefill, _ = load_profile_dir(str(_profile(tmp_path)))  # 10 ms at 100 tokens, 100 ms at 1000
+    assert prefill.tokens_within(55.0) == pytest.approx(550.0)
+    assert prefill.tokens_within(500.0) == pytest.approx(5000.0)  # the last segment extrapolated
+    assert prefill.tokens_within(5.0) == pytest.approx(50.0)
