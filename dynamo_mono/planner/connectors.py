@@ -145,6 +145,8 @@ class LocalConnector:
         local.sort(key=lambda i: (sum(load.get(k, {}).get("active_requests", 0) for k in i.keys()), -i.worker_id))
         for inst in local[:n]:
             inst.draining = True
+            log.info("planner model %s: draining instance %s (%s) with %d request(s) in flight", self.model.name,
+                     inst.worker_id, role, self.active_requests(inst))
             task = asyncio.get_running_loop().create_task(self._finish_drain(inst))
             self.draining.add(task)
             task.add_done_callback(self.draining.discard)

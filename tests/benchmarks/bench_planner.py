@@ -45,6 +45,8 @@ class Run:
     arrivals: list[float] = field(default_factory=list)  # send offsets (s)
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t, instances running)
     drains: int = 0
+    in_flight_at_drain: int = 0  # requests on instances when they began to drain (all must still complete)
+    t0: float = 0.0
     log: str = ""
 
 
@@ -107,7 +109,7 @@ async def drive(url: str, offsets: list[float], bodies: list[bytes], run: Run, a
                 fixed: int | None) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        t0 = time.perf_counter()
+        t0 = run.t0 = time.perf_counter()
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_instances(session, url, run, t0, fixed, stop))
         endpoint = url + "/v1/completions"
@@ -146,7 +148,8 @@ def summarize(run: Run, args: argparse.Namespace) -> dict:
             "sla": sum(meets(r, args) for r in recs) / max(1, len(recs)),
             "inst_s": instance_seconds(run.samples), "ttft_p50": float(np.percentile(ttft, 50)),
             "ttft_p90": float(np.percentile(ttft, 90)), "itl_p90": float(np.percentile(itl, 90)),
-            "max_inst": max((n for _, n in run.samples), default=0), "drains": run.drains}
+            "max_inst": max((n for _, n in run.samples), default=0), "drains": run.drains,
+            "in_flight": run.in_flight_at_drain}
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
@@ -175,8 +178,7 @@ def plot(runs: list[Run], phases: list[tuple[float, float]], path: str, args: ar
     for run in runs:
         t, n = zip(*run.samples)
         ax[1].step(t, n, where="post", label=run.name)
-        starts = np.array([r.start for r in run.records])
-        base = min(starts) if len(starts) else 0.0
+        base = run.t0
         p90 = []
         for lo in edges[:-1]:
             sel = [r.ttft * 1000 for r in run.records if r.ttft is not None and lo <= r.start - base < lo + win]
@@ -195,17 +197,17 @@ def plot(runs: list[Run], phases: list[tuple[float, float]], path: str, args: ar
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phases", default="30:0.3,60:3,45:0.3", help="SECONDS:REQ_PER_S,... (light, heavy, light)")
+    ap.add_argument("--phases", default="20:0.4,50:4.5,30:0.4", help="SECONDS:REQ_PER_S,... (light, heavy, light)")
     ap.add_argument("--isl", type=int, default=4096)
     ap.add_argument("--osl", type=int, default=32)
     ap.add_argument("--ttft", type=float, default=3000.0, help="TTFT target, ms")
     ap.add_argument("--itl", type=float, default=100.0, help="ITL target, ms")
     ap.add_argument("--min", type=int, default=1)
     ap.add_argument("--max", type=int, default=4)
-    ap.add_argument("--interval", type=float, default=10.0, help="planner --adjustment-interval")
+    ap.add_argument("--interval", type=float, default=5.0, help="planner --adjustment-interval")
     ap.add_argument("--predictor", default="constant")
-    ap.add_argument("--load-scaling", action="store_true", help="also --enable-load-scaling")
-    ap.add_argument("--load-interval", type=float, default=3.0)
+    ap.add_argument("--no-load-scaling", dest="load_scaling", action="store_false", help="throughput-based scaling only")
+    ap.add_argument("--load-interval", type=float, default=2.0)
     ap.add_argument("--window", type=float, default=5.0, help="plot window, s")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", default="planner,fixed-min,fixed-max")
@@ -239,6 +241,7 @@ def main() -> int:
                 proc.wait(60)
             run.log = log.read_text()
             run.drains = run.log.count("drained and stopped")
+            run.in_flight_at_drain = sum(int(m) for m in re.findall(r"with (\d+) request\(s\) in flight", run.log))
             if planner:
                 for line in run.log.splitlines():
                     if "planner model" in line and ("decision" in line or "drained" in line or "started" in line):
@@ -249,8 +252,9 @@ def main() -> int:
     print(table(rows, args))
     for r in rows:
         if r["drains"]:
-            print(f"{r['name']}: {r['drains']} instance(s) drained and stopped while the trace ran; "
-                  f"{r['lost']} of {r['sent']} requests lost")
+            print(f"{r['name']}: {r['drains']} instance(s) drained and stopped while the trace ran, with "
+                  f"{r['in_flight']} request(s) in flight on them when their drain began; {r['lost']} of {r['sent']} "
+                  f"requests lost (not finished with all {args.osl} tokens)")
     if args.plot:
         plot(runs, phases, args.plot, args)
         print(f"plot: {args.plot}")
