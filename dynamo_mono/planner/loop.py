@@ -234,8 +234,8 @@ class Planner:
                     acc[1] += sum(x.get("active_decode_blocks", 0) for x in ks)
                     acc[2] += 1
                     roles[wid] = role
-                for wid in [w for w in sums if w not in present]:
-                    del sums[w]
+                for left in set(sums) - set(present):  # instances that left: dropped
+                    del sums[left]
             loads: dict[str, list[InstanceLoadSample]] = {r: [] for r in cfg.roles}
             for wid, (p, d, k) in sums.items():
                 loads[roles[wid]].append(InstanceLoadSample(p / k, d / k))
