@@ -136,7 +136,9 @@ class Planner:
         sampled now when not given) and the latencies observed since the previous load tick."""
         loads = self.sample_loads() if loads is None else loads
         obs = self.load_observer.observe()
-        isl = obs.isl if obs.isl is not None else (self._last_isl or 0.0)
+        if obs.isl is not None:
+            self._last_isl = obs.isl
+        isl = self._last_isl or 0.0
         cfg = self.config
         verdicts: dict[str, LoadVerdict] = {}
         targets = dict(self.state.targets)

@@ -156,3 +156,31 @@ def test_planner_configuration_errors(opts, match) -> None:
 def test_unimplemented_predictor_is_refused() -> None:
     with pytest.raises(ConfigError, match="load-predictor.*constant, kalman"):
         resolve(serve_options(PLUGINS), {"load_predictor": "prophet"}, env={})
+
+
+@pytest.mark.timeout(120)
+async def test_load_loop_scales_from_sampled_load_in_dry_run(planned) -> None:
+    # The profile says one instance prefills almost nothing within the TTFT target, so every load tick with traffic
+    # finds all instances over it: +1 per tick up to the maximum. Dry-run: only the target moves.
+    slow = PerfModel(prefill_base_ms=1e5, prefill_ms_per_token=1e5)
+    state, planner, client = await planned(profile=slow, num_instances=1, max_instances=3, enable_load_scaling=True,
+                                           load_adjustment_interval=0.2, load_metric_samples=2,
+                                           planner_connector="dry-run")
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        i = 0
+        while not stop.is_set():
+            assert await _complete(client, 20, i) == 20
+            i += 1
+
+    tasks = [asyncio.create_task(traffic()) for _ in range(2)]
+    try:
+        await wait_until(lambda: planner.state.targets == {"agg": 3}, "the load loop to reach --max-instances")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert planner.connector.running("agg") == 1  # dry-run changed nothing
+    text = await (await client.get("/metrics")).text()
+    assert 'dynamo_planner_target_instances{model="tiny-chatml",role="agg"} 3.0' in text
+    assert any(d.kind == "load" and "above" in d.reason for d in planner.state.decisions)
