@@ -20,7 +20,8 @@ def prepare_specs(settings: Settings, specs: list[ModelSpec]) -> list[ModelSpec]
     """Before any engine starts: ConfigError for planner options without --planner or a setup the planner cannot
     plan; in disaggregated mode the model's startup instances become decode instances."""
     if not settings.get("planner"):
-        given = [o.flag for o in PLANNER_OPTIONS if o.name != "planner" and settings.source(o.name) == "cli"]
+        given = [o.flag if settings.source(o.name) == "cli" else o.env_var for o in PLANNER_OPTIONS
+                 if o.name != "planner" and settings.source(o.name) in ("cli", "env")]
         if given:
             raise ConfigError(f"{', '.join(given)} apply only with --planner")
         return specs

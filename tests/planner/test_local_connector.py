@@ -153,6 +153,12 @@ def test_planner_configuration_errors(opts, match) -> None:
         prepare_specs(settings, model_specs(settings, PLUGINS))
 
 
+def test_planner_env_without_planner_is_refused() -> None:
+    settings = resolve(serve_options(PLUGINS), {}, env={"DYN_PLANNER_ITL": "20"})
+    with pytest.raises(ConfigError, match="DYN_PLANNER_ITL apply only with --planner"):
+        prepare_specs(settings, model_specs(settings, PLUGINS))
+
+
 def test_unimplemented_predictor_is_refused() -> None:
     with pytest.raises(ConfigError, match="load-predictor.*constant, kalman"):
         resolve(serve_options(PLUGINS), {"load_predictor": "prophet"}, env={})
