@@ -6,6 +6,7 @@ from dynamo_mono.media.fetch_options import MEDIA_FETCH_OPTIONS
 from dynamo_mono.media.input_options import MEDIA_INPUT_OPTIONS
 from dynamo_mono.config import Option
 from dynamo_mono.lora.options import LORA_OPTIONS
+from dynamo_mono.planner.options import PLANNER_OPTIONS
 from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
 MiB = 1024 * 1024
@@ -117,4 +118,4 @@ CONFIG_OPTIONS = [
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
                               *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *MEDIA_FETCH_OPTIONS, *MEDIA_INPUT_OPTIONS,
-                              *SERVER_WORKER_OPTIONS, *LORA_OPTIONS]
+                              *SERVER_WORKER_OPTIONS, *LORA_OPTIONS, *PLANNER_OPTIONS]

@@ -24,6 +24,7 @@ from dynamo_mono.serving.errors import ServingError
 from dynamo_mono.media.fetch import FetchPolicy, MediaFetcher
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
+from dynamo_mono.planner.service import prepare_specs, start_planner
 from dynamo_mono.serving.media_input import MediaInput
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.serving.model import ServedModel
@@ -126,7 +127,13 @@ async def serve(settings: Settings, plugins: Any) -> None:
                           "(or DYN_WORKER_TOKEN)")
     ssl_context = server_ssl_context(settings)  # bad TLS files fail here, before any engine starts
     frontend_regs = enabled_frontends(settings, plugins)  # and bad frontend settings
+    specs = prepare_specs(settings, specs)  # and bad planner settings
     state = await build_state(settings, plugins, specs)
+    try:
+        planner = await start_planner(state, specs)
+    except BaseException:
+        await stop_engines(state)
+        raise
     workers = None
     if settings.worker_token:
         from dynamo_mono.worker.registry import WorkerRegistry, start_args
@@ -153,6 +160,8 @@ async def serve(settings: Settings, plugins: Any) -> None:
             await workers.stop()
         await runner.cleanup()
         await state.loras.stop()
+        if planner is not None:
+            await planner.stop()
         await stop_engines(state)
         raise
     scheme = "https" if ssl_context else "http"
@@ -179,6 +188,8 @@ async def serve(settings: Settings, plugins: Any) -> None:
         log.warning("aborting %d request(s) still in flight", state.inflight)
     await stop_frontends(frontends)
     await site.stop()
+    if planner is not None:
+        await planner.stop()
     if workers is not None:
         await workers.stop()
     await runner.cleanup()

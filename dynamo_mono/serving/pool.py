@@ -38,6 +38,7 @@ class Instance:
     consecutive_failures: int = 0
     disabled_until: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    draining: bool = False  # being scaled down: finishes what it has, takes nothing new
 
     def keys(self) -> list[InstanceKey]:
         return [(self.worker_id, r) for r in range(self.card.dp_size)]
@@ -48,7 +49,7 @@ class Instance:
         return self.card.disaggregation_mode
 
     def usable(self, now: float) -> bool:
-        return now >= self.disabled_until and self.engine.healthy()
+        return not self.draining and now >= self.disabled_until and self.engine.healthy()
 
     def fits(self, num_tokens: int) -> bool:
         """Whether a prompt of num_tokens can ever start decoding here (unknown capacity: assume so)."""
