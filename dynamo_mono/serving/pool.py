@@ -115,6 +115,7 @@ class InstancePool:
     # Disaggregated serving; the server sets these from --router-conditional-disagg / --disagg-min-prefill-tokens.
     conditional_disagg = False
     disagg_min_prefill_tokens = 0
+    remote = False  # True for frontend_procs.core_pool.CorePool (an HTTP process hands requests to the core)
 
     def __init__(self, model: str, router: Router, *, migration_limit: int = 0,
                  queue_timeout: float | None = None, metrics=None) -> None:
