@@ -193,16 +193,19 @@ async def serve(settings: Settings, plugins: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: draining %d in-flight request(s) for up to %.1fs", state.inflight,
-             settings.shutdown_timeout)
+    log.info("shutting down: draining %d in-flight request(s) for up to %.1fs",
+             state.inflight + (procs.inflight if procs is not None else 0), settings.shutdown_timeout)
     state.draining = True
     deadline = time.monotonic() + settings.shutdown_timeout
-    if procs is not None:  # they drain their own requests (served here meanwhile), then exit
-        await procs.stop(settings.shutdown_timeout)
-    while state.inflight > 0 and time.monotonic() < deadline:
+    if procs is not None:  # they refuse new work too; their requests run here
+        procs.drain()
+    while (state.inflight > 0 or (procs is not None and procs.inflight > 0)) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    if state.inflight:
-        log.warning("aborting %d request(s) still in flight", state.inflight)
+    if procs is not None:  # each finishes what it still holds (up to --shutdown-timeout), then exits
+        await procs.stop(max(0.0, deadline - time.monotonic()))
+    left = state.inflight + (procs.inflight if procs is not None else 0)
+    if left:
+        log.warning("aborting %d request(s) still in flight", left)
     await stop_frontends(frontends)
     if procs is None:
         await site.stop()

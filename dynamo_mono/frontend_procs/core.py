@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mono.config import ConfigError
+from dynamo_mono.frontend_procs import messages as lm
 from dynamo_mono.frontend_procs.core_link import CoreLink
 from dynamo_mono.frontend_procs.http_proc import BOOT_ENV, Boot
 from dynamo_mono.frontend_procs.metrics_merge import merged_exposition
@@ -138,6 +139,20 @@ class HttpProcesses:
     async def merged_metrics(self, own: Any) -> bytes:
         """/metrics: the core's registry plus every HTTP process's, summed."""
         return merged_exposition(own, await self.link.pull_metrics())
+
+    @property
+    def inflight(self) -> int:
+        """The HTTP processes' API requests running in this core."""
+        return self.link.inflight
+
+    def drain(self) -> None:
+        """Every HTTP process refuses new work from now on (and keeps answering, as one server would)."""
+        self._stopping = True
+        frame = lm.encode(lm.Drain())
+        for c in list(self.link.conns.values()):
+            if c.alive:
+                with contextlib.suppress(ConnectionError):
+                    c.conn.send_nowait(frame)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.returncode is None]

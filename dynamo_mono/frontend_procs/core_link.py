@@ -29,15 +29,20 @@ log = logging.getLogger("dynamo_mono.frontend_procs.core")
 class _Job:
     """The admission slots of one API request, released when its last stream ends."""
 
-    __slots__ = ("held", "live")
+    __slots__ = ("held", "live", "link")
 
-    def __init__(self) -> None:
+    def __init__(self, link: "CoreLink") -> None:
         self.held: list = []
         self.live = 0
+        self.link = link
+        link.inflight += 1
 
     def release(self) -> None:
         while self.held:
             self.held.pop().release()
+        if self.link is not None:
+            self.link.inflight -= 1
+            self.link = None
 
     def stream_done(self) -> None:
         self.live -= 1
@@ -133,7 +138,7 @@ class ProcConnection:
 
     async def _admit(self, msg: lm.Submit) -> None:
         state = self.state
-        job = _Job()
+        job = _Job(self.link)
         try:
             model = state.models.get(msg.model)
             if model is None:
@@ -200,6 +205,7 @@ class CoreLink:
         self._models_frame = b""
         self._pulls: dict[int, tuple[asyncio.Future, dict]] = {}
         self._seq = 0
+        self.inflight = 0  # API requests of the HTTP processes admitted (or being admitted) and not finished
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -22,8 +22,9 @@ class CoreClient:
     """Multiplexes this process's jobs and streams over its one connection to the core."""
 
     def __init__(self, conn: FramedConnection, *, on_models: Callable[[lm.Models], None],
-                 metrics_families: Callable[[], list[lm.MetricFamily]]) -> None:
+                 metrics_families: Callable[[], list[lm.MetricFamily]], on_drain: Callable[[], None]) -> None:
         self.conn = conn
+        self.on_drain = on_drain
         self.on_models = on_models
         self.metrics_families = metrics_families
         self.streams: dict[int, StreamBuffer] = {}
@@ -73,6 +74,8 @@ class CoreClient:
                                     s.push(item)
                 elif t is lm.Models:
                     self.on_models(msg)
+                elif t is lm.Drain:
+                    self.on_drain()
                 elif t is lm.MetricsPull:
                     self.send(lm.MetricsPush(msg.seq, self.metrics_families()))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):

@@ -166,7 +166,8 @@ async def run_http_process(settings: Any, plugins: Any, boot: Boot) -> None:
     mirror = ModelMirror(state, load_infos(settings, plugins))
     reader, writer = await asyncio.open_unix_connection(boot.link)
     conn = FramedConnection(reader, writer, max_frame=settings.max_frame_size)
-    client = CoreClient(conn, on_models=mirror.update, metrics_families=lambda: families_of(metrics.registry))
+    client = CoreClient(conn, on_models=mirror.update, metrics_families=lambda: families_of(metrics.registry),
+                        on_drain=lambda: setattr(state, "draining", True))
     mirror.client = client
     client.send(lm.Hello(boot.index, os.getpid()))
     reading = asyncio.get_running_loop().create_task(client.read_loop())

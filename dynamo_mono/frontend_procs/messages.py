@@ -112,8 +112,12 @@ class MetricsPush(msgspec.Struct, tag=True, array_like=True):
     families: list[MetricFamily]
 
 
+class Drain(msgspec.Struct, tag=True, array_like=True):
+    """Core → HTTP process: the server is shutting down; refuse new work (503), finish what runs."""
+
+
 ToCore = Union[Hello, Listening, Submit, Cancel, MetricsPush]
-ToHttp = Union[Models, Admitted, Failed, Batch, MetricsPull]
+ToHttp = Union[Models, Admitted, Failed, Batch, MetricsPull, Drain]
 
 _enc = msgspec.msgpack.Encoder(enc_hook=wm._enc_hook)
 encode = _enc.encode
