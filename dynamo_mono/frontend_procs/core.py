@@ -33,6 +33,8 @@ def api_server_count(settings: Any) -> int:
     n = settings.get("api_server_count") or 0
     if n > 0:
         return n
+    if sys.argv[1:2] != ["serve"]:  # serve() called in-process (tests, embedding): the processes need the command
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
