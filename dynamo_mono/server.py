@@ -201,11 +201,11 @@ async def serve(settings: Settings, plugins: Any) -> None:
         procs.drain()
     while (state.inflight > 0 or (procs is not None and procs.inflight > 0)) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    if procs is not None:  # each finishes what it still holds (up to --shutdown-timeout), then exits
-        await procs.stop(max(0.0, deadline - time.monotonic()))
     left = state.inflight + (procs.inflight if procs is not None else 0)
     if left:
         log.warning("aborting %d request(s) still in flight", left)
+    if procs is not None:  # what they still hold ends with them
+        await procs.stop(0.0)
     await stop_frontends(frontends)
     if procs is None:
         await site.stop()

@@ -173,7 +173,6 @@ class CorePool:
         try:
             loop = asyncio.get_running_loop()
             items = stream.items
-            output = wm.engine_output
             Output = wm.Output
             while True:
                 if not items:
@@ -183,10 +182,11 @@ class CorePool:
                     continue
                 item = items.popleft()
                 if type(item) is Output:
-                    out = output(item)
-                    if out.finish_reason is not None:
+                    # An Output has EngineOutput's fields under the same names, which is all ChoiceState reads:
+                    # it is handed on as is (no second object per step per stream).
+                    if item.finish_reason is not None:
                         finished = True
-                    yield out
+                    yield item  # type: ignore[misc]
                     if finished:
                         return
                 else:

@@ -30,6 +30,7 @@ from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.router.metrics import RouterMetrics
 from dynamo_mono.serving.media_input import MediaInput
 from dynamo_mono.serving.model import ServedModel
+from dynamo_mono.serving.params import engine_id_space
 from dynamo_mono.transports.framing import FramedConnection
 
 log = logging.getLogger("dynamo_mono.frontend_procs.http")
@@ -159,15 +160,17 @@ def load_infos(settings: Any, plugins: Any) -> dict[str, Any]:
 async def run_http_process(settings: Any, plugins: Any, boot: Boot) -> None:
     """Serve HTTP until SIGTERM (drain, then exit) or until the core goes away."""
     t0 = time.perf_counter()
+    engine_id_space((os.getpid() << 32) + 1)  # the core and the other processes count from elsewhere
     fetcher = MediaFetcher(FetchPolicy.from_settings(settings))
     metrics = FrontendMetrics()
     state = HttpState(settings=settings, metrics=metrics, plugins=plugins, media_fetcher=fetcher,
                       media_input=MediaInput.from_settings(settings, fetcher, metrics))
     mirror = ModelMirror(state, load_infos(settings, plugins))
+    core_drained = asyncio.Event()  # the core waited for the requests already: on SIGTERM, exit at once
     reader, writer = await asyncio.open_unix_connection(boot.link)
     conn = FramedConnection(reader, writer, max_frame=settings.max_frame_size)
     client = CoreClient(conn, on_models=mirror.update, metrics_families=lambda: families_of(metrics.registry),
-                        on_drain=lambda: setattr(state, "draining", True))
+                        on_drain=lambda: setattr(state, "draining", True) or core_drained.set())
     mirror.client = client
     client.send(lm.Hello(boot.index, os.getpid()))
     reading = asyncio.get_running_loop().create_task(client.read_loop())
@@ -189,7 +192,7 @@ async def run_http_process(settings: Any, plugins: Any, boot: Boot) -> None:
     stopping = loop.create_task(stop.wait())
     await asyncio.wait({core_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
     state.draining = True
-    if not client.closed.is_set():
+    if not client.closed.is_set() and not core_drained.is_set():
         deadline = time.monotonic() + settings.shutdown_timeout
         while state.inflight > 0 and time.monotonic() < deadline and not client.closed.is_set():
             await asyncio.sleep(0.02)

@@ -10,9 +10,10 @@ from aiohttp import web
 from dynamo_mono.http.middleware import error_response, flavor_of
 from dynamo_mono.protocol.errors import ApiError
 
-# Per-connection headers (RFC 9110 7.6.1) and the ones the two hops set themselves.
+# Per-connection headers (RFC 9110 7.6.1) and the length the second hop sets itself. Host goes through: the core
+# builds URLs from it (stored media).
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                  "transfer-encoding", "upgrade", "host", "content-length"})
+                  "transfer-encoding", "upgrade", "content-length"})
 
 
 class CoreProxy:
