@@ -57,16 +57,17 @@ def boot_from_env() -> Boot | None:
 
 
 class ForwardToCore(Exception):
-    """The request names a model this process cannot prepare (a worker brought its files): the core serves it."""
+    """The request names a model this process cannot prepare (a worker brought its files) or does not know yet (an
+    adapter loaded a moment ago): the core serves it, or answers 404."""
 
 
 class HttpState(ServerState):
-    """ServerState of an HTTP process: models mirror the core's; those it cannot prepare are forwarded."""
+    """ServerState of an HTTP process: models mirror the core's; requests for any other name go to the core."""
 
-    forwarded: frozenset = frozenset()
+    forwarded: frozenset = frozenset()  # models the core serves that this process has no files for
 
     def model(self, name: str, kind: str = "chat") -> ServedModel:
-        if name not in self.models and name in self.forwarded:
+        if name not in self.models:
             raise ForwardToCore(name)
         return super().model(name, kind)
 
