@@ -170,6 +170,8 @@ def main() -> int:
     if args.memory:
         for c in counts:
             mem[c] = asyncio.run(memory(c, args.server_cpus, args.inflight))
+    if not args.rounds:
+        configs = []
     print(f"\nstreaming chat ISL 512 OSL 64, c={args.concurrency}, engine free, {args.requests} requests x "
           f"{args.rounds} rounds alternated; servers on CPUs {args.server_cpus or 'any'}, "
           f"{args.clients} client(s) on {args.client_cpus or 'any'}; load before: {os.getloadavg()[0]:.2f}")
