@@ -111,7 +111,7 @@ class ProcConnection:
                 msg = decode(await self.conn.recv())
                 t = type(msg)
                 if t is lm.Submit:
-                    tasks[msg.job] = self._loop.create_task(self._admit(msg))
+                    self._submit(msg)
                 elif t is lm.Cancel:
                     for sid in msg.streams:
                         task = tasks.get(sid)
@@ -136,24 +136,34 @@ class ProcConnection:
                 log.info("HTTP process %d gone: aborting its %d request(s)", self.index, len(running))
                 await asyncio.gather(*running, return_exceptions=True)
 
-    async def _admit(self, msg: lm.Submit) -> None:
-        state = self.state
+    def _submit(self, msg: lm.Submit) -> None:
+        """Checks that need no waiting run here; a job that must pass admission queues waits in its own task."""
         job = _Job(self.link)
         try:
-            model = state.models.get(msg.model)
+            model = self.state.models.get(msg.model)
             if model is None:
                 raise ModelNotFound(f"The model '{msg.model}' does not exist", param="model")
             pool = model.pool
             for req in msg.requests:
                 if req.choice_index == 0:
                     pool.preflight(req)
-            queues = admission_queues(state, model)
-            if queues:
-                gauge = state.metrics.model(model.name).queued
-                prio = msg.requests[0].priority if msg.requests else 0
-                for q in queues:
-                    await pass_queue(q, prio, msg.latency_sensitivity, gauge)
-                    job.held.append(q)
+            queues = admission_queues(self.state, model)
+        except Exception as exc:
+            job.release()
+            self.emit(lm.failure_of(msg.job, exc))
+            return
+        if queues:
+            self.tasks[msg.job] = self._loop.create_task(self._admit(msg, job, model, queues))
+        else:
+            self._start(msg, job, pool)
+
+    async def _admit(self, msg: lm.Submit, job: _Job, model: Any, queues: tuple) -> None:
+        try:
+            gauge = self.state.metrics.model(model.name).queued
+            prio = msg.requests[0].priority if msg.requests else 0
+            for q in queues:
+                await pass_queue(q, prio, msg.latency_sensitivity, gauge)
+                job.held.append(q)
         except asyncio.CancelledError:
             job.release()
             raise
@@ -163,6 +173,10 @@ class ProcConnection:
             return
         finally:
             self.tasks.pop(msg.job, None)
+        self._start(msg, job, model.pool)
+
+    def _start(self, msg: lm.Submit, job: _Job, pool: Any) -> None:
+        """Admitted: tell the HTTP process, and run each of the job's engine requests."""
         self.emit(lm.Admitted(msg.job))
         job.live = len(msg.streams)
         create = self._loop.create_task
