@@ -207,6 +207,8 @@ class ProcConnection:
 class CoreLink:
     """The core's listener for its HTTP processes, the model list it keeps them in sync with, metrics pulls."""
 
+    MODEL_CHECK_S = 0.005
+
     def __init__(self, state: Any, path: str, *, max_frame: int,
                  on_listening: Callable[[int], None] | None = None) -> None:
         self.state = state
@@ -258,12 +260,16 @@ class CoreLink:
                 del self.conns[hello.index]
 
     async def _watch_models(self) -> None:
-        """Push the model list to every process when it changes (workers joining, adapters loaded)."""
+        """Push the model list to every process when it changes (workers joining, adapters loaded). Checked every
+        MODEL_CHECK_S (a few microseconds per check): a change is everywhere well before a client that saw it
+        through the core (a /health, a worker's join) can send the next request."""
+        last = model_entries(self.state)
         while True:
-            await asyncio.sleep(0.2)
-            frame = lm.encode(lm.Models(model_entries(self.state)))
-            if frame != self._models_frame:
-                self._models_frame = frame
+            await asyncio.sleep(self.MODEL_CHECK_S)
+            entries = model_entries(self.state)
+            if entries != last:
+                last = entries
+                frame = self._models_frame = lm.encode(lm.Models(entries))
                 for c in list(self.conns.values()):
                     if c.alive:
                         try:
