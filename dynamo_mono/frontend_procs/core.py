@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter, Gauge
 
 from dynamo_mono.config import ConfigError
 from dynamo_mono.frontend_procs import messages as lm
@@ -74,7 +75,10 @@ class HttpProcesses:
                              on_listening=self._listening)
         self.core_path = os.path.join(self.dir, "core.sock")
         self.procs: dict[int, asyncio.subprocess.Process] = {}
-        self.restarts = 0
+        reg = state.metrics.registry
+        self.restarts = Counter("dynamo_frontend_api_server_restarts", "HTTP processes restarted after they died",
+                                registry=reg)
+        self.listening = Gauge("dynamo_frontend_api_servers", "HTTP processes accepting on the port", registry=reg)
         self._listening_now: set[int] = set()
         self._all_listening = asyncio.Event()
         self._stopping = False
@@ -84,6 +88,7 @@ class HttpProcesses:
 
     def _listening(self, index: int) -> None:
         self._listening_now.add(index)
+        self.listening.set(len(self._listening_now))
         if len(self._listening_now) >= self.count:
             self._all_listening.set()
 
@@ -129,7 +134,8 @@ class HttpProcesses:
             if self._stopping:
                 return
             self._listening_now.discard(index)
-            self.restarts += 1
+            self.listening.set(len(self._listening_now))
+            self.restarts.inc()
             failures = failures + 1 if time.monotonic() - started < 5.0 else 0
             delay = min(self.RESTART_DELAY_MAX_S, 0.1 * (2 ** failures)) if failures else 0.0
             log.warning("HTTP process %d (pid %d) exited with code %s; restarting it%s", index, proc.pid, code,

@@ -64,8 +64,6 @@ class ForwardToCore(Exception):
 class HttpState(ServerState):
     """ServerState of an HTTP process: models mirror the core's; requests for any other name go to the core."""
 
-    forwarded: frozenset = frozenset()  # models the core serves that this process has no files for
-
     def model(self, name: str, kind: str = "chat") -> ServedModel:
         if name not in self.models:
             raise ForwardToCore(name)
@@ -84,13 +82,11 @@ class ModelMirror:
 
     def update(self, msg: lm.Models) -> None:
         models: dict[str, ServedModel] = {}
-        forwarded = set()
         entries = {e.name: e for e in msg.models}
         for e in msg.models:
             base = entries.get(e.parent) if e.parent else e
             info = self.infos.get(base.name) if base is not None else None
-            if e.kind != "chat" or info is None:
-                forwarded.add(e.name)
+            if e.kind != "chat" or info is None:  # served by the core for this process (ForwardToCore)
                 continue
             rm = self.routers.get(e.name)
             if rm is None:
@@ -106,7 +102,6 @@ class ModelMirror:
             if e.parent and e.name in models and e.parent in models:
                 models[e.name].parent = models[e.parent]
         self.state.models = models
-        self.state.forwarded = frozenset(forwarded)
         self.ready.set()
 
 
