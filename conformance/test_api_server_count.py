@@ -137,3 +137,30 @@ async def test_http_process_death_aborts_its_streams_and_restarts(make_server) -
         async with aiohttp.ClientSession() as s:
             async with s.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2, "stream": False}) as r:
                 assert r.status == 200
+
+
+def test_forwarded_routes_keep_the_clients_scheme_and_host(tmp_path) -> None:
+    """A stored image's URL, made by the core for a request an HTTP process forwarded, names the client's https
+    address (scheme and host), and the image is fetchable there."""
+    import json
+    import ssl
+    import urllib.request
+
+    from tests.test_tls import make_self_signed
+
+    cert, key = make_self_signed(tmp_path)
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text("- {name: painter, engine: mocker, kind: image, options: {speedup_ratio: 0, max_image_size: 512}}\n")
+    srv = start_server(["--config", str(cfg), "--tls-cert-path", cert, "--tls-key-path", key, *COUNT], ca_file=cert)
+    try:
+        ctx = ssl.create_default_context(cafile=cert)
+        body = {"model": "painter", "prompt": "a kite", "size": "64x64", "nvext": {"num_inference_steps": 1}}
+        req = urllib.request.Request(srv.url + "/v1/images/generations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+            url = json.loads(r.read())["data"][0]["url"]
+        assert url.startswith(srv.url + "/"), url
+        with urllib.request.urlopen(url, context=ctx, timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/png"
+    finally:
+        srv.stop()

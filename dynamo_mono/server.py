@@ -146,6 +146,10 @@ async def serve(settings: Settings, plugins: Any) -> None:
         await workers.start()
     state.loras.start()
     app = create_app(state)
+    if http_count > 1:  # forwarded requests keep the client's scheme
+        from dynamo_mono.frontend_procs.proxy import forwarded_scheme
+
+        app.middlewares.insert(0, forwarded_scheme)
     if workers is not None:
         workers.add_routes(app)
     # The drain is ours (below); aiohttp's own grace period would add up to twice this again per request

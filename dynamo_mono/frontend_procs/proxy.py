@@ -4,6 +4,8 @@ plugin routes) is answered by the core, the same whichever process accepted the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from aiohttp import web
 
@@ -14,6 +16,20 @@ from dynamo_mono.protocol.errors import ApiError
 # builds URLs from it (stored media).
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                   "transfer-encoding", "upgrade", "content-length"})
+
+
+FORWARDED_PROTO = "x-forwarded-proto"
+
+
+@web.middleware
+async def forwarded_scheme(request: web.Request, handler: Any) -> web.StreamResponse:
+    """In the core: a request an HTTP process forwarded (over the Unix socket, so from no one else) keeps the scheme
+    the client used (https behind TLS)."""
+    proto = request.headers.get(FORWARDED_PROTO)
+    if proto in ("http", "https") and isinstance(request.transport.get_extra_info("sockname") if request.transport
+                                                 else None, str):
+        request = request.clone(scheme=proto)
+    return await handler(request)
 
 
 class CoreProxy:
@@ -33,7 +49,8 @@ class CoreProxy:
                                                  auto_decompress=False,
                                                  timeout=aiohttp.ClientTimeout(total=None))
         body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != FORWARDED_PROTO]
+        headers.append((FORWARDED_PROTO, request.scheme))  # the core builds URLs (stored media) with the client's
         try:
             upstream = await self.session.request(request.method, "http://core" + request.path_qs, headers=headers,
                                                   data=body or None, allow_redirects=False)
