@@ -20,6 +20,9 @@ SERVER_OPTIONS = [
     Option("host", str, "127.0.0.1", "Address the HTTP server binds to.", group="http server", aliases=("--http-host",)),
     Option("port", int, 8000, "TCP port of the HTTP server (0 = pick a free port).", group="http server",
            min=0, max=65535, aliases=("--http-port",)),
+    Option("api_server_count", int, 0, "HTTP processes accepting on the port (SO_REUSEPORT) around one core process "
+           "that owns engines, routing, admission and metrics; 0 = auto: cores // 4, between 1 and 8 (1 on a "
+           "machine of fewer than 8 cores).", group="http server", min=0, max=64),
     Option("max_body_size", int, 32 * MiB, "Largest accepted request body in bytes (413 above).",
            group="http server", min=1024),
     Option("api_key", str, None, "If set, /v1/* requires `Authorization: Bearer KEY` (or `x-api-key`).",

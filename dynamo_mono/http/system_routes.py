@@ -61,7 +61,11 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     refresh_engine_gauges(state)
-    return web.Response(body=generate_latest(state.metrics.registry),
+    if state.metrics_merge is not None:  # --api-server-count > 1: every process's samples, summed
+        body = await state.metrics_merge(state.metrics.registry)
+    else:
+        body = generate_latest(state.metrics.registry)
+    return web.Response(body=body,
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

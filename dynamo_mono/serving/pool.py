@@ -117,6 +117,7 @@ class InstancePool:
     conditional_disagg = False
     disagg_min_prefill_tokens = 0
     disagg_prefill_timeout = 0.0  # seconds a prefill instance may take before the decode instance prefills; 0 = none
+    remote = False  # True for frontend_procs.core_pool.CorePool (an HTTP process hands requests to the core)
 
     def __init__(self, model: str, router: Router, *, migration_limit: int = 0,
                  queue_timeout: float | None = None, metrics=None) -> None:
