@@ -90,7 +90,7 @@ class Planner:
 
     async def tick(self) -> Decision | None:
         """One throughput-based decision over the interval since the previous tick (also the tests' hook)."""
-        obs = self.observer.observe()
+        obs = await self.observer.observe()
         self._export_observation(obs)
         if self.scaler is None:
             return None
@@ -135,7 +135,7 @@ class Planner:
         """One load-based decision from per-instance loads (averaged over the interval's samples by the loop;
         sampled now when not given) and the latencies observed since the previous load tick."""
         loads = self.sample_loads() if loads is None else loads
-        obs = self.load_observer.observe()
+        obs = await self.load_observer.observe()
         if obs.isl is not None:
             self._last_isl = obs.isl
         isl = self._last_isl or 0.0

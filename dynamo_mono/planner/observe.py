@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.planner.throughput import Observation
@@ -25,42 +27,72 @@ class _Totals:
     duration: tuple[float, float]
 
 
-def _started(family: Counter, model: str) -> float:
-    return sum(s.value for metric in family.collect() for s in metric.samples
-               if s.name.endswith("_total") and s.labels.get("model") == model)
+Exposition = Callable[[], Awaitable[bytes]]
 
 
-def _sum_count(family: Histogram, model: str) -> tuple[float, float]:
-    total = count = 0.0
-    for metric in family.collect():
-        for s in metric.samples:
-            if s.labels.get("model") != model:
-                continue
-            if s.name.endswith("_sum"):
-                total = s.value
-            elif s.name.endswith("_count"):
-                count = s.value
-    return total, count
+def _family_name(metric: Counter | Histogram) -> str:
+    return metric.describe()[0].name
+
+
+def _sums(text: str, model: str, names: set[str]) -> dict[str, float]:
+    """{sample name: value summed over the model's label sets} for the samples of the named families."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
+        for s in family.samples:
+            if s.labels.get("model") == model:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def server_exposition(state: Any) -> Exposition:
+    """The server's /metrics text: with --api-server-count > 1 the core's registry plus every HTTP process's (the
+    hook is set once they run, so it is looked up at each read), else this process's registry."""
+    async def read() -> bytes:
+        merge = state.metrics_merge
+        return await merge(state.metrics.registry) if merge is not None else generate_latest(state.metrics.registry)
+    return read
+
+
+def _own(metrics: FrontendMetrics) -> Exposition:
+    async def read() -> bytes:
+        return generate_latest(metrics.registry)
+    return read
 
 
 class FrontendObserver:
-    """Interval observations of one model from the frontend metrics (as Dynamo's planner reads Prometheus)."""
+    """Interval observations of one model from the frontend metrics, read as /metrics serves them (with
+    --api-server-count > 1 the HTTP processes' samples summed in), as Dynamo's planner reads Prometheus."""
 
-    def __init__(self, metrics: FrontendMetrics, model: str) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: FrontendMetrics, model: str, exposition: Exposition | None = None) -> None:
         self.model = model
-        self._last = self._read()
+        self._exposition = exposition or _own(metrics)
+        self._started = _family_name(metrics.requests_started)
+        self._hist = {k: _family_name(h) for k, h in (("isl", metrics.isl), ("osl", metrics.osl), ("ttft", metrics.ttft),
+                                                       ("itl", metrics.itl), ("duration", metrics.duration))}
+        self._last: _Totals | None = None
 
-    def _read(self) -> _Totals:
-        m, name = self.metrics, self.model
-        isl_sum, isl_count = _sum_count(m.isl, name)
-        osl_sum, _ = _sum_count(m.osl, name)
-        return _Totals(time.monotonic(), _started(m.requests_started, name), isl_count, isl_sum, osl_sum, _sum_count(m.ttft, name),
-                       _sum_count(m.itl, name), _sum_count(m.duration, name))
+    async def _read(self) -> _Totals:
+        text = (await self._exposition()).decode()
+        v = _sums(text, self.model, {self._started, *self._hist.values()})
 
-    def observe(self) -> Observation:
-        """The interval since the previous call."""
-        now, last = self._read(), self._last
+        def sc(key: str) -> tuple[float, float]:
+            name = self._hist[key]
+            return v.get(name + "_sum", 0.0), v.get(name + "_count", 0.0)
+
+        isl_sum, isl_count = sc("isl")
+        return _Totals(time.monotonic(), v.get(self._started + "_total", 0.0), isl_count, isl_sum, sc("osl")[0],
+                       sc("ttft"), sc("itl"), sc("duration"))
+
+    async def start(self) -> None:
+        """Take the first reading (the first interval starts here)."""
+        self._last = await self._read()
+
+    async def observe(self) -> Observation:
+        """The interval since the previous call (or start())."""
+        now = await self._read()
+        last = self._last or now
         self._last = now
         n = now.count - last.count  # finished: the means are over these
         duration = max(1e-9, now.at - last.at)

@@ -12,7 +12,7 @@ from dynamo_mono.planner.connectors import make_connector
 from dynamo_mono.planner.interpolation import load_profile_dir
 from dynamo_mono.planner.loop import Planner
 from dynamo_mono.planner.metrics import PlannerMetrics
-from dynamo_mono.planner.observe import FrontendObserver
+from dynamo_mono.planner.observe import FrontendObserver, server_exposition
 from dynamo_mono.planner.options import PLANNER_OPTIONS
 
 
@@ -64,8 +64,10 @@ async def start_planner(state: Any, specs: list[ModelSpec]) -> Planner | None:
                                spec=spec, command=cfg.command, command_timeout=cfg.command_timeout,
                                drain_timeout=cfg.drain_timeout,
                                on_change=lambda: planner_ref and planner_ref[0].export_instances())
-    planner = Planner(cfg, model, connector, metrics, FrontendObserver(state.metrics, model.name),
-                      FrontendObserver(state.metrics, model.name), profiles)
+    observers = [FrontendObserver(state.metrics, model.name, server_exposition(state)) for _ in range(2)]
+    for obs in observers:
+        await obs.start()
+    planner = Planner(cfg, model, connector, metrics, *observers, profiles)
     planner_ref.append(planner)
     await planner.ensure_bounds()
     planner.start()

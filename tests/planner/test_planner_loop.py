@@ -32,7 +32,7 @@ class ScriptedObserver:
     def __init__(self) -> None:
         self.next: list[Observation] = []
 
-    def observe(self) -> Observation:
+    async def observe(self) -> Observation:
         return self.next.pop(0)
 
 
