@@ -12,6 +12,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from dynamo_mono.testing.server import metric_value  # noqa: F401  (the one /metrics reader; re-exported)
+
 
 @dataclass
 class LoggedProcess:
@@ -48,26 +50,6 @@ class ServerProcess(LoggedProcess):
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of a Prometheus metric's samples in a /metrics text: all label sets, or those that have every
-    label in `labels` with that value."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if labels and not labels.items() <= _labels(line).items():
-                continue
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _labels(sample: str) -> dict[str, str]:
-    """The label set of one exposition line (label values here never contain '",' or '}')."""
-    if "{" not in sample.split(" ", 1)[0]:
-        return {}
-    inner = sample.split("{", 1)[1].rsplit("}", 1)[0]
-    return dict(part.split("=", 1) for part in inner.replace('"', "").split(",") if part)
 
 
 def start_server(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0,

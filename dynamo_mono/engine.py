@@ -97,11 +97,24 @@ class KvEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class KvTransferParams:
-    """Decode side of disaggregation: the prompt's first num_blocks KV blocks, published under key at endpoint."""
+    """Decode side of disaggregation: the prompt's first num_blocks KV blocks, published under key at endpoint.
+
+    A prefill engine that names its own transfer (EngineOutput.kv_transfer) fills the fields after num_blocks;
+    the server hands them unchanged to the decode instance it picks (an engine of the same kind reads them)."""
 
     endpoint: KvEndpoint
-    key: str
+    key: str  # the prefill instance's name of the published KV (mocker: publish key; vLLM: its request id)
     num_blocks: int
+    engine_id: str | None = None  # the prefill engine's transfer identity (vLLM: NIXL engine id)
+    block_ids: tuple[tuple[int, ...], ...] = ()  # per KV cache group, the prefill instance's blocks of the prompt
+    num_tokens: int = 0  # prompt tokens whose KV is published (0: num_blocks full blocks)
+    cached_tokens: int = 0  # of those, tokens the prefill instance found in its own prefix cache
+    tp_size: int = 1  # the prefill instance's parallel layout (a decode instance maps its ranks onto it)
+    pp_size: int = 1
+    dcp_size: int = 1
+    # True: the KV covers the prompt only and the decode instance computes the first output token itself (vLLM);
+    # the prefill's first token is not streamed. False: decode continues after the prefill's first token (mocker).
+    first_token_on_decode: bool = False
 
 
 @dataclass(slots=True)
@@ -172,6 +185,9 @@ class EngineOutput:
     prompt_tokens: int | None = None
     error: str | None = None  # engine-side failure message when finish_reason == "error"
     index: int = 0  # choice index when an engine serves n > 1 itself
+    # Disaggregation, prefill side (request.kv_export_key set): where the prompt's KV waits for a decode instance;
+    # set on the final output by engines that name their own transfer (else the server builds it from the card).
+    kv_transfer: KvTransferParams | None = None
 
 
 @dataclass(slots=True)
@@ -202,6 +218,15 @@ class EngineError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class RequestRejected(EngineError):
+    """The engine refused the request's own parameters (e.g. a stop token id outside its vocabulary): a client error
+    (HTTP 400), never retried or migrated. Raise it before the first output."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, retryable=False)
+        self.param = param
 
 
 # Media a chat model may take as input (content parts); "text" is always taken.
@@ -326,6 +351,10 @@ class LoadMetrics:
     embedding_cache_misses: int = 0
     embedding_cache_bytes: int = 0
     kvbm: KvbmMetrics | None = None  # engines with KV offload tiers (the mocker's --kv-host-* / --kv-disk-*)
+    # Disaggregation, decode side (cumulative): KV bytes pulled from prefill instances, and pulls that failed
+    # (the instance then computed the prompt itself).
+    kv_transfer_bytes: int = 0
+    kv_transfer_failures: int = 0
 
 
 KvEventSink = Callable[[KvEventBatch], None]

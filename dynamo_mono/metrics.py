@@ -52,6 +52,12 @@ class FrontendMetrics:
                                 ["model", "reason"], registry=r)
         self.migrations = Counter(P + "migrations_total", "Requests re-dispatched after an instance failure",
                                   ["model"], registry=r)
+        # disaggregated prefill / decode
+        self.remote_prefills = Counter(P + "disagg_remote_prefills_total", "Requests whose prompt was prefilled on "
+                                       "a prefill instance and handed to a decode instance", ["model"], registry=r)
+        self.prefill_fallbacks = Counter(P + "disagg_local_prefill_fallbacks_total", "Requests a prefill instance "
+                                         "failed (error) or held too long (timeout): prefilled on the decode "
+                                         "instance instead", ["model", "reason"], registry=r)
         self.priority = Histogram(P + "request_priority", "Priority of admitted requests (lower = more urgent)",
                                   ["model"], buckets=(-100, -10, -1, 0, 1, 10, 100), registry=r)
         # media generation (image / video / audio models)
@@ -110,6 +116,11 @@ class FrontendMetrics:
                                             "Media items the engine had to encode", lbl, registry=r)
         self.embedding_cache_bytes = Gauge("dynamo_component_embedding_cache_current_bytes",
                                            "Bytes of encoder outputs the engine's cache holds", lbl, registry=r)
+        # Disaggregation, decode instances (cumulative counts of the engines, hence gauges named *_total).
+        self.kv_transfer_bytes = Gauge("dynamo_kv_transfer_bytes_total", "KV bytes this instance pulled from "
+                                       "prefill instances", lbl, registry=r)
+        self.kv_transfer_failures = Gauge("dynamo_kv_transfer_failures_total", "KV pulls that failed (the "
+                                          "instance computed the prompt itself)", lbl, registry=r)
 
     def model(self, name: str) -> "ModelMetrics":
         """One model's series (see ModelMetrics)."""

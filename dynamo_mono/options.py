@@ -6,6 +6,7 @@ from dynamo_mono.media.fetch_options import MEDIA_FETCH_OPTIONS
 from dynamo_mono.media.input_options import MEDIA_INPUT_OPTIONS
 from dynamo_mono.config import Option
 from dynamo_mono.lora.options import LORA_OPTIONS
+from dynamo_mono.planner.options import PLANNER_OPTIONS
 from dynamo_mono.worker.options import SERVER_WORKER_OPTIONS
 
 MiB = 1024 * 1024
@@ -19,6 +20,9 @@ SERVER_OPTIONS = [
     Option("host", str, "127.0.0.1", "Address the HTTP server binds to.", group="http server", aliases=("--http-host",)),
     Option("port", int, 8000, "TCP port of the HTTP server (0 = pick a free port).", group="http server",
            min=0, max=65535, aliases=("--http-port",)),
+    Option("api_server_count", int, 0, "HTTP processes accepting on the port (SO_REUSEPORT) around one core process "
+           "that owns engines, routing, admission and metrics; 0 = auto: cores // 4, between 1 and 8 (1 on a "
+           "machine of fewer than 8 cores).", group="http server", min=0, max=64),
     Option("max_body_size", int, 32 * MiB, "Largest accepted request body in bytes (413 above).",
            group="http server", min=1024),
     Option("api_key", str, None, "If set, /v1/* requires `Authorization: Bearer KEY` (or `x-api-key`).",
@@ -117,4 +121,4 @@ CONFIG_OPTIONS = [
 
 CORE_OPTIONS: list[Option] = [*SERVER_OPTIONS, *CONFIG_OPTIONS, *MODEL_OPTIONS, *LIMIT_OPTIONS, *LIFECYCLE_OPTIONS,
                               *RESPONSES_OPTIONS, *MEDIA_OPTIONS, *MEDIA_FETCH_OPTIONS, *MEDIA_INPUT_OPTIONS,
-                              *SERVER_WORKER_OPTIONS, *LORA_OPTIONS]
+                              *SERVER_WORKER_OPTIONS, *LORA_OPTIONS, *PLANNER_OPTIONS]

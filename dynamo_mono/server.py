@@ -24,6 +24,7 @@ from dynamo_mono.serving.errors import ServingError
 from dynamo_mono.media.fetch import FetchPolicy, MediaFetcher
 from dynamo_mono.metrics import FrontendMetrics
 from dynamo_mono.model_spec import ModelSpec, spec_from_settings, specs_from_file
+from dynamo_mono.planner.service import prepare_specs, start_planner
 from dynamo_mono.serving.media_input import MediaInput
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
 from dynamo_mono.serving.model import ServedModel
@@ -119,6 +120,17 @@ async def stop_engines(state: ServerState) -> None:
 
 async def serve(settings: Settings, plugins: Any) -> None:
     """Run until SIGTERM/SIGINT; then drain in-flight requests up to --shutdown-timeout and exit."""
+    from dynamo_mono.frontend_procs.http_proc import boot_from_env
+
+    boot = boot_from_env()
+    if boot is not None:  # one of the HTTP processes a core started (--api-server-count > 1)
+        from dynamo_mono.frontend_procs.http_proc import run_http_process
+
+        await run_http_process(settings, plugins, boot)
+        return
+    from dynamo_mono.frontend_procs.core import api_server_count
+
+    http_count = api_server_count(settings)
     t0 = time.perf_counter()
     specs = model_specs(settings, plugins)
     if not settings.worker_token and any(s.instances == 0 for s in specs):
@@ -126,7 +138,13 @@ async def serve(settings: Settings, plugins: Any) -> None:
                           "(or DYN_WORKER_TOKEN)")
     ssl_context = server_ssl_context(settings)  # bad TLS files fail here, before any engine starts
     frontend_regs = enabled_frontends(settings, plugins)  # and bad frontend settings
+    specs = prepare_specs(settings, specs)  # and bad planner settings
     state = await build_state(settings, plugins, specs)
+    try:
+        planner = await start_planner(state, specs)
+    except BaseException:
+        await stop_engines(state)
+        raise
     workers = None
     if settings.worker_token:
         from dynamo_mono.worker.registry import WorkerRegistry, start_args
@@ -135,30 +153,51 @@ async def serve(settings: Settings, plugins: Any) -> None:
         await workers.start()
     state.loras.start()
     app = create_app(state)
+    if http_count > 1:  # forwarded requests keep the client's scheme
+        from dynamo_mono.frontend_procs.proxy import forwarded_scheme
+
+        app.middlewares.insert(0, forwarded_scheme)
     if workers is not None:
         workers.add_routes(app)
     # The drain is ours (below); aiohttp's own grace period would add up to twice this again per request
     # still running after --shutdown-timeout, so keep it short: such requests are cut off at once.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
-    await site.start()
-    sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
-    host, port = sock.getsockname()[:2]
+    procs = None
+    if http_count > 1:  # this process is the core: N HTTP processes accept on the port and forward to it
+        from dynamo_mono.frontend_procs.core import HttpProcesses
+
+        procs = HttpProcesses(state, runner, settings, http_count)
+        try:
+            host, port = await procs.start()
+        except BaseException:
+            await runner.cleanup()
+            await state.loras.stop()
+            if planner is not None:
+                await planner.stop()
+            await stop_engines(state)
+            raise
+    else:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
+        await site.start()
+        sock: socket.socket = site._server.sockets[0]  # the bound port, also when --port 0
+        host, port = sock.getsockname()[:2]
     try:
         frontends = await start_frontends(frontend_regs, state)  # beside HTTP, sharing models and admission
     except BaseException:
-        await site.stop()
+        await (procs.stop(0) if procs is not None else site.stop())
         if workers is not None:
             await workers.stop()
         await runner.cleanup()
         await state.loras.stop()
+        if planner is not None:
+            await planner.stop()
         await stop_engines(state)
         raise
     scheme = "https" if ssl_context else "http"
-    log.info("dynamo-mono serving %s on %s://%s:%s in %.2fs",
+    log.info("dynamo-mono serving %s on %s://%s:%s in %.2fs%s",
              ", ".join(f"{m.name} ({m.kind}, {len(m.pool.instances)} instance(s))" for m in state.models.values()),
-             scheme, host, port, time.perf_counter() - t0)
+             scheme, host, port, time.perf_counter() - t0, f" ({http_count} HTTP processes)" if procs else "")
     if settings.ready_file:
         tmp = settings.ready_file + ".tmp"
         with open(tmp, "w") as f:
@@ -169,16 +208,24 @@ async def serve(settings: Settings, plugins: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: draining %d in-flight request(s) for up to %.1fs", state.inflight,
-             settings.shutdown_timeout)
+    log.info("shutting down: draining %d in-flight request(s) for up to %.1fs",
+             state.inflight + (procs.inflight if procs is not None else 0), settings.shutdown_timeout)
     state.draining = True
     deadline = time.monotonic() + settings.shutdown_timeout
-    while state.inflight > 0 and time.monotonic() < deadline:
+    if procs is not None:  # they refuse new work too; their requests run here
+        procs.drain()
+    while (state.inflight > 0 or (procs is not None and procs.inflight > 0)) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    if state.inflight:
-        log.warning("aborting %d request(s) still in flight", state.inflight)
+    left = state.inflight + (procs.inflight if procs is not None else 0)
+    if left:
+        log.warning("aborting %d request(s) still in flight", left)
+    if procs is not None:  # what they still hold ends with them
+        await procs.stop(0.0)
     await stop_frontends(frontends)
-    await site.stop()
+    if procs is None:
+        await site.stop()
+    if planner is not None:
+        await planner.stop()
     if workers is not None:
         await workers.stop()
     await runner.cleanup()

@@ -78,6 +78,7 @@ class DisaggAgent:
         self.transport: Any = None
         self.endpoint: KvEndpoint | None = None
         self.pulled_bytes = 0
+        self.failed_pulls = 0  # pulls that failed (the prompt was computed locally)
 
     async def start(self) -> None:
         from dynamo_mono.plugins import get_plugins
@@ -124,9 +125,11 @@ class DisaggAgent:
             buf = await self.transport.fetch(endpoint, transfer.key, n * self.bytes_per_block)
         except ConnectionError as exc:
             log.warning("KV pull of %s failed (%s): prefilling locally", transfer.key, exc)
+            self.failed_pulls += 1
             return False
         if not check_bytes(buf, hashes[:n], self.bytes_per_block):
             log.warning("KV pull of %s returned wrong bytes: prefilling locally", transfer.key)
+            self.failed_pulls += 1
             return False
         self.pulled_bytes += len(buf)
         return True

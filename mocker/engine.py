@@ -286,6 +286,8 @@ class MockerEngine:
             if enc is not None:
                 lm.embedding_cache_hits, lm.embedding_cache_misses = enc.hits, enc.misses
                 lm.embedding_cache_bytes = enc.cache.bytes
+            if self.disagg is not None and r == 0:  # one agent per instance: its counts on rank 0
+                lm.kv_transfer_bytes, lm.kv_transfer_failures = self.disagg.pulled_bytes, self.disagg.failed_pulls
             out.append(lm)
         return out
 

@@ -23,3 +23,9 @@ PYTHON="$PY" bash plugins/vllm/install-cpu.sh
 "$PY" -m pip install -q --no-deps 'tritonclient==2.73.0' 'python-rapidjson' 'ml-dtypes<=0.5.4'
 # The diffusers media generator and its tiny-pipeline tests (torch is the CPU wheel above; pip keeps it).
 "$PY" -m pip install -q 'diffusers==0.42.*' -e plugins/diffusers
+# The TensorRT-LLM engine plugin installs without tensorrt_llm (imported lazily); tests/trtllm run it against the
+# fake tensorrt_llm in plugins/trtllm/fake. The real engine needs an NVIDIA GPU: plugins/trtllm/gpu-smoke.sh.
+"$PY" -m pip install -q -e plugins/trtllm
+# The SGLang engine plugin: installs without SGLang (CUDA only); its tests and the kit run it against the fake
+# sglang 0.5.23 in plugins/sglang/fake (PYTHONPATH), and `dynamo-mono plugins` lists it with an install hint.
+"$PY" -m pip install -q -e plugins/sglang

@@ -216,6 +216,77 @@ async def test_failed_prefill_falls_back_to_local_prefill(failure: str) -> None:
     assert d.stop.max_tokens == 8
 
 
+VLLM_LIKE = KvTransferParams(KvEndpoint("vllm-nixl", "127.0.0.1", 5600, "eng"), "p#0", 3, engine_id="eng",
+                             block_ids=((1, 2, 3),), num_tokens=10, first_token_on_decode=True)
+
+
+class NamingPrefill(FakeEngine):
+    """A prefill engine that names its own transfer (as vLLM does) on its final output; or hangs when told."""
+
+    def __init__(self, card: ModelCard, *, hang: bool = False) -> None:
+        super().__init__(card)
+        self.hang = hang
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        self.received.append(copy.deepcopy(request))
+        if self.hang:
+            import asyncio
+
+            await asyncio.Event().wait()
+        yield EngineOutput(token_ids=[FIRST], finish_reason="length", prompt_tokens=len(request.token_ids),
+                           cached_tokens=0, kv_transfer=VLLM_LIKE)
+
+
+def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
+
+
+async def test_engine_named_transfer_reaches_decode_which_computes_the_first_token() -> None:
+    from dynamo_mono.metrics import FrontendMetrics
+
+    prefill = NamingPrefill(card(disaggregation_mode="prefill"))
+    decode = FakeEngine(card(disaggregation_mode="decode"))
+    pool = make_pool(prefill, decode)
+    pool.metrics = FrontendMetrics()
+    req = request("v", n_prompt=10)
+    outs = await run(pool, req)
+    # The prefill's token is not streamed: decode regenerates it from the pulled prompt KV (the whole output).
+    assert tokens(outs) == [FIRST + i for i in range(8)]
+    (d,) = decode.received
+    assert d.kv_transfer == VLLM_LIKE and d.token_ids == req.token_ids and d.resumed_output_tokens == 0
+    assert d.stop.max_tokens == 8
+    assert _metric(pool.metrics.registry, "dynamo_frontend_disagg_remote_prefills_total") == 1
+
+
+async def test_decode_death_after_handoff_migrates_without_the_transfer() -> None:
+    prefill = NamingPrefill(card(disaggregation_mode="prefill"))
+    bad = FakeEngine(card(disaggregation_mode="decode"), fail_after=3, down_after_failure=True)
+    good = FakeEngine(card(disaggregation_mode="decode"))
+    pool = make_pool(prefill, bad, good, migration_limit=1)
+    outs = await run(pool, request("m", n_prompt=10))
+    assert tokens(outs) == [FIRST + i for i in range(8)]
+    (first,), (second,) = bad.received, good.received
+    assert first.kv_transfer == VLLM_LIKE
+    # The migrated attempt prefills prompt + tokens so far locally: the prefill instance's blocks may be gone.
+    assert second.kv_transfer is None and second.resumed_output_tokens == 3
+
+
+async def test_prefill_timeout_falls_back_to_local_prefill_and_counts_it() -> None:
+    from dynamo_mono.metrics import FrontendMetrics
+
+    prefill = NamingPrefill(card(disaggregation_mode="prefill"), hang=True)
+    decode = FakeEngine(card(disaggregation_mode="decode"))
+    pool = make_pool(prefill, decode)
+    pool.metrics = FrontendMetrics()
+    pool.disagg_prefill_timeout = 0.01  # the prefill never answers: any limit expires
+    assert tokens(await run(pool, request("t"))) == [FIRST + i for i in range(8)]
+    (d,) = decode.received
+    assert d.kv_transfer is None
+    reg = pool.metrics.registry
+    assert _metric(reg, "dynamo_frontend_disagg_local_prefill_fallbacks_total", reason="timeout") == 1
+    assert _metric(reg, "dynamo_frontend_disagg_remote_prefills_total") == 0
+
+
 def test_card_rejects_an_unknown_disaggregation_mode() -> None:
     with pytest.raises(ValueError, match="disaggregation_mode 'both'"):
         card(disaggregation_mode="both")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynamo_mono.engine import EngineError
+from dynamo_mono.engine import EngineError, RequestRejected
 from dynamo_mono.protocol.errors import ApiError
 from dynamo_mono.serving import errors as se
 from dynamo_mono.serving.request import REQUEST_FAILURES  # noqa: F401  (re-exported for the routes)
@@ -18,6 +18,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return _from_domain(exc)
     if isinstance(exc, TimeoutError):
         return ApiError(504, "request timed out", code="request_timeout")
+    if isinstance(exc, RequestRejected):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_request")
     if isinstance(exc, EngineError):
         return _engine(str(exc), exc.retryable)
     raise TypeError(f"not a request outcome: {type(exc).__name__}")

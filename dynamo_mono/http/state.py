@@ -27,6 +27,8 @@ class ServerState:
     media_fetcher: Any = None  # media.fetch.MediaFetcher: the guarded fetcher of client-named URLs
     media_input: Any = None  # serving.media_input.MediaInput: fetch + decode + cache of chat requests' media
     loras: Any = None  # lora.manager.LoraManager: the LoRA adapters served as models beside their base models
+    # frontend_procs: `await metrics_merge(registry)` renders /metrics with the HTTP processes' samples added in
+    metrics_merge: Any = None
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     inflight: int = 0

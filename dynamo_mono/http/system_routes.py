@@ -24,7 +24,7 @@ def _instances(state: ServerState) -> list[dict]:
             for key in inst.keys():
                 out.append({"model": m.name, "worker_id": key[0], "dp_rank": key[1],
                             "local": inst.local, "state": "ready" if usable else "unavailable",
-                            "load": load.get(key, {})})
+                            "disaggregation_mode": inst.role, "load": load.get(key, {})})
     return out
 
 
@@ -61,7 +61,11 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     refresh_engine_gauges(state)
-    return web.Response(body=generate_latest(state.metrics.registry),
+    if state.metrics_merge is not None:  # --api-server-count > 1: every process's samples, summed
+        body = await state.metrics_merge(state.metrics.registry)
+    else:
+        body = generate_latest(state.metrics.registry)
+    return web.Response(body=body,
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -93,6 +97,9 @@ def refresh_engine_gauges(state: ServerState) -> None:
                     m.embedding_cache_hits.labels(*lbl).set(lm.embedding_cache_hits)
                     m.embedding_cache_misses.labels(*lbl).set(lm.embedding_cache_misses)
                     m.embedding_cache_bytes.labels(*lbl).set(lm.embedding_cache_bytes)
+                if inst.role != "agg":  # disaggregated instances: KV moved between them
+                    m.kv_transfer_bytes.labels(*lbl).set(lm.kv_transfer_bytes)
+                    m.kv_transfer_failures.labels(*lbl).set(lm.kv_transfer_failures)
     if state.media_input is not None:
         m.media_cache_bytes.set(state.media_input.cache.bytes)
 

@@ -29,6 +29,7 @@ class LoraPool(InstancePool):
         self.queued = 0
         self.conditional_disagg = parent.conditional_disagg
         self.disagg_min_prefill_tokens = parent.disagg_min_prefill_tokens
+        self.disagg_prefill_timeout = parent.disagg_prefill_timeout
         self.keys: frozenset[InstanceKey] = frozenset()  # the replica set the adapter is loaded on
         self.active = 0
         self._idle = asyncio.Event()

@@ -22,6 +22,7 @@ class Generation:
                  prompt_tokens: int, *, metrics=None, model: str = "", admission: tuple = (),
                  latency_sensitivity: float | None = None, echoes: list[str] | None = None) -> None:
         self.pool = pool
+        self.remote = getattr(pool, "remote", False)  # a CorePool: the core admits (frontend_procs)
         self.echoes = echoes  # text each choice's output starts with (completions with echo)
         self.admission = admission  # AdmissionQueues to pass, in order (per model, then global)
         self.latency_sensitivity = latency_sensitivity
@@ -65,6 +66,9 @@ class Generation:
     async def admit(self) -> None:
         """Check routing preconditions and pass the admission queues; call before responding (so 4xx/429/503
         still become a status code, not an error event inside a stream)."""
+        if self.remote:  # an HTTP process: the core checks, queues and starts the requests (one round trip)
+            await self.pool.submit(self.requests, self.latency_sensitivity)
+            return
         seen: set[int] = set()
         for req in self.requests:  # one check per distinct prompt (the choices of a prompt share it)
             if id(req.token_ids) not in seen:
@@ -76,6 +80,8 @@ class Generation:
 
     def finish(self) -> None:
         """Release admission slots and record metrics; idempotent."""
+        if self.remote:
+            self.pool.release(self.requests)  # streams never consumed (a failed response) end in the core too
         while self._held:
             self._held.pop().release()
         if not self._observed:

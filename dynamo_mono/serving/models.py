@@ -23,6 +23,7 @@ def new_served_model(state: Any, info: ModelInfo, *, kind: str, reasoning_parser
     pool = InstancePool(info.name, router, migration_limit=s.migration_limit, metrics=state.metrics)
     pool.conditional_disagg = s.router_conditional_disagg
     pool.disagg_min_prefill_tokens = s.disagg_min_prefill_tokens
+    pool.disagg_prefill_timeout = s.disagg_prefill_timeout
     return ServedModel(info.name, info, pool, kind=kind, configured=configured, reasoning_parser=reasoning_parser,
                        tool_call_parser=tool_call_parser,
                        admission=admission_queue(s, s.max_inflight_per_model, f"model '{info.name}'"))

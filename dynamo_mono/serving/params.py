@@ -113,6 +113,12 @@ def check_capabilities(p: GenParams, card: ModelCard | None) -> None:
 _ENGINE_SEQ = itertools.count(1)
 
 
+def engine_id_space(start: int) -> None:
+    """Number this process's engine request ids from `start` (HTTP processes of one core: disjoint spaces)."""
+    global _ENGINE_SEQ
+    _ENGINE_SEQ = itertools.count(start)
+
+
 def engine_requests(request_id: str, model: str, prompt_ids: list[int], block_hashes: list[int],
                     p: GenParams, max_tokens: int, eos_token_ids: list[int],
                     media: list[MediaItem] | None = None, lora_name: str | None = None) -> list[EngineRequest]:

@@ -38,6 +38,7 @@ class Instance:
     consecutive_failures: int = 0
     disabled_until: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    draining: bool = False  # being scaled down: finishes what it has, takes nothing new
 
     def keys(self) -> list[InstanceKey]:
         return [(self.worker_id, r) for r in range(self.card.dp_size)]
@@ -48,7 +49,7 @@ class Instance:
         return self.card.disaggregation_mode
 
     def usable(self, now: float) -> bool:
-        return now >= self.disabled_until and self.engine.healthy()
+        return not self.draining and now >= self.disabled_until and self.engine.healthy()
 
     def fits(self, num_tokens: int) -> bool:
         """Whether a prompt of num_tokens can ever start decoding here (unknown capacity: assume so)."""
@@ -115,6 +116,8 @@ class InstancePool:
     # Disaggregated serving; the server sets these from --router-conditional-disagg / --disagg-min-prefill-tokens.
     conditional_disagg = False
     disagg_min_prefill_tokens = 0
+    disagg_prefill_timeout = 0.0  # seconds a prefill instance may take before the decode instance prefills; 0 = none
+    remote = False  # True for frontend_procs.core_pool.CorePool (an HTTP process hands requests to the core)
 
     def __init__(self, model: str, router: Router, *, migration_limit: int = 0,
                  queue_timeout: float | None = None, metrics=None) -> None:
@@ -274,8 +277,9 @@ class InstancePool:
             handoff = await self._prefill_remotely(req)
             if handoff is not None:
                 head, decode = handoff
-                generated.extend(head.token_ids)
-                yield head
+                if head is not None:
+                    generated.extend(head.token_ids)
+                    yield head
                 if decode is None:  # the first token ended the request
                     return
                 current = decode
@@ -373,9 +377,11 @@ class InstancePool:
             attempts = self._retry_or_raise(inst, attempts, error, f"media request {rid}", "retrying")
             current = replace(req, worker_id=None, dp_rank=req.dp_rank if req.worker_id is None else None)
 
-    async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput, EngineRequest | None] | None:
-        """Disaggregation: run the prompt on a prefill instance; returns its first output and the decode
-        request that pulls the prompt's KV from it, or None to prefill on the decode instance instead."""
+    async def _prefill_remotely(self, req: EngineRequest) -> tuple[EngineOutput | None, EngineRequest | None] | None:
+        """Disaggregation: run the prompt on a prefill instance; returns its first output (None when the decode
+        instance computes the first token itself) and the decode request that pulls the prompt's KV from it, or
+        None to prefill on the decode instance instead (counted as a local-prefill fallback when a prefill instance
+        was picked and failed or timed out)."""
         if req.stop.max_tokens <= 1 or req.worker_id is not None or req.resumed_output_tokens:
             return None
         now = time.monotonic()
@@ -403,40 +409,73 @@ class InstancePool:
         key = f"{req.request_id}/{req.choice_index}"
         preq = replace(req, stop=replace(req.stop, max_tokens=1, min_tokens=min(1, req.stop.min_tokens)),
                        kv_export_key=key, dp_rank=sel.key[1], priority=engine_priority(inst.card, req.priority))
+        try:
+            first = await asyncio.wait_for(self._run_prefill(inst, preq), self.disagg_prefill_timeout or None)
+        except asyncio.TimeoutError:
+            first = None
+            log.warning("request %s: prefill on instance %s timed out after %.1fs; prefilling on decode",
+                        req.request_id, inst.worker_id, self.disagg_prefill_timeout)
+            self._record_failure(inst)
+            self._count_fallback("timeout")
+        finally:
+            self.router.on_finish(req.request_id)
+        if first is None:
+            return None
+        inst.consecutive_failures = 0
+        transfer = first.kv_transfer
+        if transfer is not None and transfer.first_token_on_decode:
+            # The decode instance computes the first token from the pulled prompt KV; the prefill's is dropped.
+            self._count_remote_prefill()
+            return None, self._continuation(req, [], kv_transfer=transfer)
+        if first.finish_reason != "length":  # a stop token ended it at the first token
+            return first, None
+        first.finish_reason = None
+        first.kv_transfer = None
+        if transfer is None:
+            endpoint = inst.card.kv_endpoint
+            transfer = None if endpoint is None else KvTransferParams(endpoint, key, n // bs)
+        if transfer is not None:
+            self._count_remote_prefill()
+        return first, self._continuation(req, first.token_ids, kv_transfer=transfer)
+
+    async def _run_prefill(self, inst: Instance, preq: EngineRequest) -> EngineOutput | None:
+        """The prefill request's outputs merged into one (its first token, usage, kv_transfer); None (counted as a
+        fallback) when the instance failed it or its stream ended without finishing."""
         first = EngineOutput()
         try:
             async for out in inst.engine.generate(preq):
                 if out.finish_reason == "error":
                     log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
-                                req.request_id, inst.worker_id, out.error)
+                                preq.request_id, inst.worker_id, out.error)
                     self._record_failure(inst)
+                    self._count_fallback("error")
                     return None
                 first.token_ids.extend(out.token_ids)
                 if out.logprobs:
                     first.logprobs = (first.logprobs or []) + out.logprobs
-                for name in ("prompt_tokens", "cached_tokens", "stop_token_id"):
+                for name in ("prompt_tokens", "cached_tokens", "stop_token_id", "kv_transfer"):
                     if getattr(out, name) is not None:
                         setattr(first, name, getattr(out, name))
                 if out.finish_reason is not None:
                     first.finish_reason = out.finish_reason
-                    break
+                    return first
         except EngineError as exc:
             log.warning("request %s: prefill on instance %s failed (%s); prefilling on decode",
-                        req.request_id, inst.worker_id, exc)
+                        preq.request_id, inst.worker_id, exc)
             if exc.retryable:
                 self._record_failure(inst)
+            self._count_fallback("error")
             return None
-        finally:
-            self.router.on_finish(req.request_id)
-        if first.finish_reason is None:  # the stream ended without finishing: the decode instance prefills
-            return None
-        inst.consecutive_failures = 0
-        if first.finish_reason != "length":  # a stop token ended it at the first token
-            return first, None
-        first.finish_reason = None
-        endpoint = inst.card.kv_endpoint
-        transfer = None if endpoint is None else KvTransferParams(endpoint, key, n // bs)
-        return first, self._continuation(req, first.token_ids, kv_transfer=transfer)
+        self._count_fallback("error")  # the stream ended without finishing: the decode instance prefills
+        return None
+
+    def _count_remote_prefill(self) -> None:
+        if self.metrics is not None:
+            self.metrics.remote_prefills.labels(self.model).inc()
+
+    def _count_fallback(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.prefill_fallbacks.labels(self.model, reason).inc()
 
     def _continuation(self, original: EngineRequest, generated: list[int], *,
                       kv_transfer: KvTransferParams | None = None) -> EngineRequest:

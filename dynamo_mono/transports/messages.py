@@ -13,6 +13,7 @@ from dynamo_mono.engine import (
     EmbeddingRequest,
     EngineOutput,
     EngineRequest,
+    KvTransferParams,
     LoadMetrics,
     ModelCard,
     TokenLogprob,
@@ -29,7 +30,9 @@ from dynamo_mono.media.contract import MediaFile, MediaOutput, MediaProgress, Me
 #    media_input (MediaTokens), BlockStored media hashes, LoadMetrics embedding-cache counts; `multimodal` gone.
 # 6: LoRA: ModelCard supports_lora / max_loras / max_lora_rank, EngineRequest.lora_name, LoadLora / UnloadLora
 #    answered by LoraDone or StreamFailed.
-PROTOCOL_VERSION = 6
+# 7: disaggregation with engines that name their own KV transfer (vLLM NIXL): KvTransferParams engine fields,
+#    Output.kv_transfer, LoadMetrics kv_transfer_bytes / kv_transfer_failures.
+PROTOCOL_VERSION = 7
 
 # Media results cross the worker link in chunks of at most this many bytes (one frame each), never as one frame:
 # a video of tens of MB stays under --max-frame-size and interleaves with the other streams' frames.
@@ -104,6 +107,7 @@ class Output(msgspec.Struct, tag=True, array_like=True):
     error: str | None = None
     logprobs: list[TokenLogprob] | None = None
     index: int = 0
+    kv_transfer: KvTransferParams | None = None
 
 
 class Embed(msgspec.Struct, tag=True, array_like=True):
@@ -194,11 +198,14 @@ class LoraDone(msgspec.Struct, tag=True, array_like=True):
 
 
 class StreamFailed(msgspec.Struct, tag=True, array_like=True):
-    """Worker → server: the engine raised; the server turns this into an EngineError."""
+    """Worker → server: the engine raised; the server turns this into an EngineError (a RequestRejected when
+    `rejected`: the client's parameters were refused, `param` names the one)."""
 
     stream: int
     message: str
     retryable: bool = True
+    rejected: bool = False
+    param: str | None = None
 
 
 class Abort(msgspec.Struct, tag=True, array_like=True):
@@ -266,12 +273,12 @@ decode = _decoder.decode
 
 def output_message(stream: int, out: EngineOutput) -> Output:
     return Output(stream, out.token_ids, out.finish_reason, out.stop_token_id, out.cached_tokens,
-                  out.prompt_tokens, out.error, out.logprobs, out.index)
+                  out.prompt_tokens, out.error, out.logprobs, out.index, out.kv_transfer)
 
 
 def engine_output(m: Output) -> EngineOutput:
     return EngineOutput(m.token_ids, m.logprobs, m.finish_reason, m.stop_token_id, m.cached_tokens,
-                        m.prompt_tokens, m.error, m.index)
+                        m.prompt_tokens, m.error, m.index, m.kv_transfer)
 
 
 def embedded_message(stream: int, out: EmbeddingOutput) -> Embedded:

@@ -30,6 +30,10 @@ SERVER_WORKER_OPTIONS: list[Option] = [
     Option("disagg_min_prefill_tokens", int, 256,
            "With --router-conditional-disagg: uncached prompt tokens below which prefill stays local.",
            group=_D, min=0),
+    Option("disagg_prefill_timeout", float, 30.0,
+           "Seconds a prefill instance may take to hand a prompt's KV over; past it the decode instance prefills "
+           "the prompt itself (counted in dynamo_frontend_disagg_local_prefill_fallbacks_total). 0 = no limit.",
+           group=_D, min=0),
 ]
 
 # Only for `dynamo-mono worker` (the model/engine options are shared with `serve`).

@@ -16,7 +16,7 @@ import aiohttp
 
 from dynamo_mono.config import ConfigError, Settings
 from dynamo_mono.serving.errors import InvalidRequest
-from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest, LoraAdapter
+from dynamo_mono.engine import EmbeddingRequest, EngineError, EngineRequest, LoraAdapter, RequestRejected
 from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
 from dynamo_mono.model_spec import spec_from_settings
 from dynamo_mono.serving.launch import engine_registration, load_model, start_engines, stop_all
@@ -30,6 +30,17 @@ log = logging.getLogger("dynamo_mono.worker")
 BACKOFF_START_S = 0.1
 REPLY_TIMEOUT_S = 10.0
 
+
+
+def failure(sid: int, exc: BaseException) -> m.StreamFailed:
+    """The StreamFailed frame of an engine's exception: its retryable flag, and whether the client's parameters
+    were refused (RequestRejected, or a generator's InvalidRequest: every instance would refuse it, no retry)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RequestRejected):
+        return m.StreamFailed(sid, str(exc), False, True, exc.param)
+    if isinstance(exc, InvalidRequest):
+        return m.StreamFailed(sid, exc.message, False, True, exc.param)
+    return m.StreamFailed(sid, text, exc.retryable if isinstance(exc, EngineError) else True)
 
 class WorkerRefused(Exception):
     """The server refused this worker (bad token, wrong model...): retrying would not help."""
@@ -228,9 +239,8 @@ class Worker:
         except ConnectionError:
             return
         except Exception as exc:  # report engine failures to the server, which may migrate the request
-            retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
-                conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+                conn.send_nowait(encode(failure(sid, exc)))
         finally:
             self.tasks.pop(sid, None)
 
@@ -243,9 +253,8 @@ class Worker:
         except ConnectionError:
             return
         except Exception as exc:  # reported like a failed stream: the server may retry on another instance
-            retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
-                conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+                conn.send_nowait(m.encode(failure(sid, exc)))
         finally:
             self.tasks.pop(sid, None)
 
@@ -272,10 +281,8 @@ class Worker:
         except ConnectionError:
             return
         except Exception as exc:  # reported like a failed stream: the server may retry on another instance
-            # A request the generator refuses (InvalidRequest) would be refused by every instance: no retry.
-            retryable = exc.retryable if isinstance(exc, EngineError) else not isinstance(exc, InvalidRequest)
             with contextlib.suppress(ConnectionError):
-                conn.send_nowait(encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+                conn.send_nowait(encode(failure(sid, exc)))
         finally:
             self.tasks.pop(sid, None)
 
@@ -302,9 +309,8 @@ class Worker:
         except ConnectionError:
             return
         except Exception as exc:
-            retryable = exc.retryable if isinstance(exc, EngineError) else True
             with contextlib.suppress(ConnectionError):
-                conn.send_nowait(m.encode(m.StreamFailed(sid, f"{type(exc).__name__}: {exc}", retryable)))
+                conn.send_nowait(m.encode(failure(sid, exc)))
         finally:
             self.tasks.pop(sid, None)
 

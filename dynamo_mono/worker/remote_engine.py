@@ -17,6 +17,7 @@ from dynamo_mono.engine import (
     LoadMetrics,
     LoraAdapter,
     ModelCard,
+    RequestRejected,
 )
 from dynamo_mono.kv_events import KvEventBatch
 from dynamo_mono.media.contract import MediaOutput, MediaProgress, MediaRequest
@@ -24,6 +25,13 @@ from dynamo_mono.transports import messages as m
 from dynamo_mono.transports.framing import FrameTooLarge
 from dynamo_mono.worker.stream import StreamHost
 
+
+
+def failure_error(item: m.StreamFailed) -> EngineError:
+    """The exception a worker's StreamFailed stands for (RequestRejected keeps the 400 across the link)."""
+    if item.rejected:
+        return RequestRejected(item.message, param=item.param)
+    return EngineError(item.message, retryable=item.retryable)
 
 class RemoteEngine:
     """One engine instance hosted by a worker process (index `instance` of its Register)."""
@@ -93,7 +101,7 @@ class RemoteEngine:
             item = await _next_item(stream)
             finished = True
             if type(item) is not m.LoraDone:
-                raise EngineError(item.message, retryable=item.retryable)
+                raise failure_error(item)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None
@@ -135,7 +143,7 @@ class RemoteEngine:
                         return
                 else:  # StreamFailed, from the worker or because the connection died
                     finished = True
-                    raise EngineError(item.message, retryable=item.retryable)
+                    raise failure_error(item)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None
@@ -158,7 +166,7 @@ class RemoteEngine:
                     return m.embedding_output(item)
                 except ValueError as exc:
                     raise EngineError(f"worker {session.name}: malformed embeddings ({exc})") from None
-            raise EngineError(item.message, retryable=item.retryable)
+            raise failure_error(item)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None
@@ -200,7 +208,7 @@ class RemoteEngine:
                     return
                 else:  # StreamFailed, from the worker or because the connection died
                     finished = True
-                    raise EngineError(item.message, retryable=item.retryable)
+                    raise failure_error(item)
         except ConnectionError as exc:
             finished = True
             raise EngineError(f"worker {session.name}: {exc}") from None

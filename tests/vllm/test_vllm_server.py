@@ -161,3 +161,16 @@ def test_json_schema_response_format_is_honoured(vllm_server):
     data = json.loads(resp.choices[0].message.content)
     assert set(data) == {"colour", "ok"}
     assert data["colour"] in ("red", "green", "blue") and isinstance(data["ok"], bool)
+
+
+def test_parameters_vllm_refuses_are_a_400_not_an_engine_error(vllm_server):
+    # A stop token id past the model's vocabulary passes our checks (the server does not know the embedding rows)
+    # and vLLM refuses it: the client's mistake, so a 400 in the OpenAI envelope, and the server keeps serving.
+    import openai
+
+    client = _client(vllm_server.url)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="hello", max_tokens=4, extra_body={"stop_token_ids": [10**6]})
+    assert err.value.status_code == 400 and "vllm" in err.value.message
+    ok = client.completions.create(model="tiny", prompt="hello", max_tokens=2)
+    assert ok.choices[0].finish_reason in ("length", "stop")

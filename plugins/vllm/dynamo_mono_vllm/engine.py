@@ -13,6 +13,7 @@ from dynamo_mono.api import (
     EmbeddingRequest,
     EngineArgs,
     EngineError,
+    RequestRejected,
     EngineOutput,
     EngineRequest,
     KvEventBatch,
@@ -24,6 +25,14 @@ from dynamo_mono.api import (
     TokenLogprob,
 )
 
+from dynamo_mono_vllm.disagg import (
+    PREFILL_PARAMS,
+    TRANSPORT,
+    free_port,
+    side_channel_env,
+    transfer_from_vllm,
+    transfer_to_vllm,
+)
 from dynamo_mono_vllm.engine_args import build_engine_args
 from dynamo_mono_vllm.kv_listener import TOPIC, KvEventListener
 from dynamo_mono_vllm.load import LoadRecorder
@@ -115,6 +124,9 @@ class VllmEngine:
         # Input media the model takes -> how the server counts an item's placeholder tokens (MediaTokens fields).
         self.media_input: dict[str, dict[str, Any]] = {}
         self.loras = LoraSet()
+        # Disaggregation role (vLLM NixlConnector when not "agg"; build_engine_args set kv_transfer_config).
+        self.mode: str = self.options.get("disaggregation_mode") or "agg"
+        self.side_channel: tuple[str, int] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,7 +140,14 @@ class VllmEngine:
                                                  endpoint=self.listener.endpoint, topic=TOPIC)
             self.listener.start()
         # Blocks the loop while the EngineCore process loads the model: startup only, before serving.
-        self.llm = AsyncLLM.from_engine_args(ea, stat_loggers=[self.recorder.factory()])
+        if self.mode == "agg":
+            self.llm = AsyncLLM.from_engine_args(ea, stat_loggers=[self.recorder.factory()])
+        else:
+            host = self.options.get("kv_transfer_host") or "127.0.0.1"
+            port = self.options.get("kv_transfer_port") or free_port(host)
+            self.side_channel = (host, port)
+            with side_channel_env(host, port):
+                self.llm = AsyncLLM.from_engine_args(ea, stat_loggers=[self.recorder.factory()])
         runner = self.llm.vllm_config.model_config.runner_type
         if (runner == "pooling") != (self.kind == "embedding"):
             await self.stop()
@@ -138,9 +157,10 @@ class VllmEngine:
         self.media_input = self._media_input()
         self._card = self._build_card()
         self._stopped = False
-        log.info("vLLM instance %d ready: block size %d, %s KV blocks, KV events %s", self.instance_id,
-                 self._card.block_size, self._card.total_kv_blocks,
-                 self.listener.endpoint if self.listener else "off")
+        log.info("vLLM instance %d ready: block size %d, %s KV blocks, KV events %s, disaggregation %s%s",
+                 self.instance_id, self._card.block_size, self._card.total_kv_blocks,
+                 self.listener.endpoint if self.listener else "off", self.mode,
+                 f" (NIXL side channel {self.side_channel[0]}:{self.side_channel[1]})" if self.side_channel else "")
 
     async def stop(self) -> None:
         self._stopped = True
@@ -202,6 +222,7 @@ class VllmEngine:
             supports_lora=lora is not None,
             max_loras=lora.max_loras if lora is not None else 0,
             max_lora_rank=lora.max_lora_rank if lora is not None else 0,
+            disaggregation_mode=self.mode,
         )
 
     def model_card(self) -> ModelCard:
@@ -234,7 +255,9 @@ class VllmEngine:
             out.append(LoadMetrics(dp_rank=r, running=running, waiting=waiting,
                                    kv_active_blocks=round(rec.kv_usage[r] * (total or 0)),
                                    kv_total_blocks=total or 0, prefix_hit_rate=hit,
-                                   preemptions=rec.preemptions[r]))
+                                   preemptions=rec.preemptions[r],
+                                   kv_transfer_bytes=rec.kv_bytes if r == 0 else 0,
+                                   kv_transfer_failures=rec.kv_failures if r == 0 else 0))
         return out
 
     # --- LoRA adapters -------------------------------------------------------------------------------
@@ -309,7 +332,7 @@ class VllmEngine:
         try:
             outs = await asyncio.gather(*tasks)
         except (ValueError, TypeError, _client_error()) as exc:  # vLLM refused the request itself
-            raise EngineError(f"vllm: {exc}", retryable=False) from None
+            raise RequestRejected(f"vllm: {exc}") from None
         except EngineError:
             raise
         except Exception as exc:  # engine death and the like: another instance may serve it
@@ -340,6 +363,26 @@ class VllmEngine:
         finally:
             self._live.discard(rid)
 
+    def _kv_transfer_params(self, request: EngineRequest) -> dict[str, Any] | None:
+        """vLLM's kv_transfer_params for request: export the prompt's KV (prefill side), pull it (decode side)."""
+        if self.mode == "agg":
+            if request.kv_transfer is not None or request.kv_export_key is not None:
+                log.warning("request %s: KV transfer asked of an aggregated vLLM instance: computing it locally",
+                            request.request_id)
+                self.recorder.kv_failures += request.kv_transfer is not None
+            return None
+        if request.kv_transfer is not None:
+            t = request.kv_transfer
+            if t.endpoint.transport != TRANSPORT or not t.block_ids:
+                log.warning("request %s: KV offered over %s, this instance reads %s: prefilling locally",
+                            request.request_id, t.endpoint.transport, TRANSPORT)
+                self.recorder.kv_failures += 1
+                return None
+            return transfer_to_vllm(t)
+        if request.kv_export_key is not None:
+            return dict(PREFILL_PARAMS)  # vLLM marks the dict it is handed
+        return None
+
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Stream vLLM's DELTA outputs; closing this generator (client gone) aborts the vLLM request."""
         if self.kind != "chat":
@@ -358,7 +401,11 @@ class VllmEngine:
                     raise MediaError(f"this model takes no {'/'.join(sorted(set(refused)))} input")
             prompt = vllm_prompt(request.token_ids, media)
         except (ValueError, TypeError, _client_error()) as exc:  # the request's own parameters: no migration
-            raise EngineError(f"vllm: {exc}", retryable=False) from None
+            raise RequestRejected(f"vllm: {exc}") from None
+        kvp = self._kv_transfer_params(request)
+        if kvp is not None:
+            params.extra_args = {**(params.extra_args or {}), "kv_transfer_params": kvp}
+        exporting = kvp is not None and kvp.get("do_remote_decode") is True
         rid = f"{request.request_id}#{next(self._seq)}"
         kw: dict[str, Any] = {}
         if self.priority:
@@ -402,6 +449,8 @@ class VllmEngine:
                         if eo.logprobs:
                             eo.logprobs.pop()
                     eo.finish_reason = reason
+                    if exporting:
+                        eo.kv_transfer = transfer_from_vllm(out.kv_transfer_params)
                 yield eo
                 if finished:
                     return
@@ -411,7 +460,7 @@ class VllmEngine:
             finished = True
             log.warning("vLLM request %s failed: %s", rid, _reason(exc))
             if first and _refused(exc):  # vLLM refused the request itself
-                raise EngineError(f"vllm: {_reason(exc)}", retryable=False) from None
+                raise RequestRejected(f"vllm: {_reason(exc)}") from None
             yield EngineOutput(finish_reason="error", error=f"vllm: {type(exc).__name__}: {_reason(exc)}",
                                prompt_tokens=len(request.token_ids), cached_tokens=0)
         finally:

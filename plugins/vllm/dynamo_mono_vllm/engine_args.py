@@ -6,6 +6,7 @@ from typing import Any
 
 from dynamo_mono.api import ConfigError, EngineArgs
 
+from dynamo_mono_vllm.disagg import kv_transfer_config
 from dynamo_mono_vllm.lora import lora_flags
 from dynamo_mono_vllm.options import ENGINE_ARG_NAMES
 
@@ -44,6 +45,9 @@ def build_engine_args(args: EngineArgs) -> Any:
         raise ConfigError(f"{', '.join(lora)} configure LoRA adapters, which are off: add --enable-lora")
     if eargs.enable_lora and args.kind != "chat":
         raise ConfigError(f"--enable-lora: LoRA adapters serve chat models here, not {args.kind} models")
+    kvt = kv_transfer_config(options, extra, args.kind)
+    if kvt is not None:
+        eargs.kv_transfer_config = kvt
     gb = options.get("multimodal_embedding_cache_capacity_gb")
     if gb:
         eargs.ec_transfer_config = embedding_cache_config(float(gb), extra)

@@ -21,6 +21,9 @@ class LoadRecorder:
         # up and found (a hit skips the HF processor; the vision encoder still runs).
         self.mm_queries = 0
         self.mm_hits = 0
+        # Disaggregation (all ranks): KV bytes read from prefill instances, reads that failed (recomputed).
+        self.kv_bytes = 0
+        self.kv_failures = 0
 
     def factory(self) -> Any:
         """A StatLoggerFactory for AsyncLLM(stat_loggers=[...]) that records into this object."""
@@ -53,5 +56,12 @@ class LoadRecorder:
             if pcs is not None:
                 self.hit_tokens[rank] += pcs.hits
                 self.query_tokens[rank] += pcs.queries
+            kvc = getattr(sched, "kv_connector_stats", None)
+            if kvc:
+                from dynamo_mono_vllm.disagg import connector_counts
+
+                moved, failed = connector_counts(kvc)
+                self.kv_bytes += moved
+                self.kv_failures += failed
         if it is not None:
             self.preemptions[rank] += getattr(it, "num_preempted_reqs", 0) or 0

@@ -24,6 +24,15 @@ VLLM_OPTIONS: list[Option] = [
            _G, choices=("fcfs", "priority")),
     Option("enable_lora", bool, None, "enable LoRA adapters", _G),
     Option("vllm_kv_events", bool, True, "publish vLLM's KV cache events to the KV router (ZMQ on loopback)", _G),
+    Option("disaggregation_mode", str, "agg", "agg: full requests; prefill: prompt + first token, KV handed to a "
+           "decode instance; decode: continues from KV pulled from a prefill instance (vLLM NixlConnector)", _G,
+           choices=("agg", "prefill", "decode")),
+    Option("kv_transfer_host", str, "127.0.0.1", "address this instance's KV transfer endpoint binds to and "
+           "advertises (vLLM: VLLM_NIXL_SIDE_CHANNEL_HOST)", _G),
+    Option("kv_transfer_port", int, 0, "NIXL side-channel port of a disaggregated vLLM instance "
+           "(VLLM_NIXL_SIDE_CHANNEL_PORT; + dp rank); 0 = a free port per instance", _G, min=0, max=65535),
+    Option("kv_lease_duration", int, 30, "seconds a vLLM prefill instance keeps a prompt's KV blocks for a decode "
+           "instance that has not read them yet (decode instances renew it while they wait)", _G, min=1),
     Option("multimodal_embedding_cache_capacity_gb", float, None,
            "GiB of CPU memory for encoder outputs (image / video / audio embeddings) reused across requests by "
            "media uuid: vLLM's ECCPUConnector (--ec-transfer-config, ec_cpu_bytes), which needs vLLM's V2 model "

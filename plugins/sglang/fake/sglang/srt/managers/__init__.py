@@ -1,0 +1,1 @@
+"""FAKE sglang.srt (see sglang/__init__.py)."""

@@ -1,0 +1,3 @@
+"""FAKE sglang version (see sglang/__init__.py)."""
+
+__version__ = "0.5.23"

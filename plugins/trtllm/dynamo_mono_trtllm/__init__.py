@@ -1,0 +1,1 @@
+"""dynamo-mono engine plugin for TensorRT-LLM (LLM API, PyTorch backend)."""
