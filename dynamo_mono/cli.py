@@ -1,4 +1,4 @@
-"""The `dynamo-mono` command: serve, plugins, config-docs (and subcommands plugins add)."""
+"""The `dynamo-mono` command: serve, profile, plugins, config-docs (and subcommands plugins add)."""
 
 from __future__ import annotations
 
@@ -159,6 +159,12 @@ def build_parser(plugins: Plugins, engine: str = "mocker") -> tuple[argparse.Arg
     sub.add_parser("plugins", help="list plugins, what they register and whether they are usable")
     docs = sub.add_parser("config-docs", help="print the configuration reference (Markdown)")
     docs.add_argument("--output", "-o", help="write to this file instead of stdout")
+    from dynamo_mono.profiler.command import profile_options
+
+    prof = sub.add_parser("profile", help="sweep an engine instance and write its planner profile (Dynamo's layout)",
+                          description="Measure one engine instance in-process: TTFT per prompt length and ITL per "
+                                      "decode load; write the profile the planner and the mocker read.")
+    add_to_parser(prof, profile_options(plugins, engine))
     plugins.add_cli(sub, engine)
     return parser, serve
 
@@ -171,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "serve":
         return cmd_serve(args, serve_parser, extra, plugins, engine)
+    if args.command == "profile":
+        from dynamo_mono.profiler.command import cmd_profile
+
+        return cmd_profile(args, extra, plugins, engine)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "plugins":

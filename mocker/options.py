@@ -82,8 +82,9 @@ MOCKER_OPTIONS: list[Option] = [
     Option("data_parallel_size", int, 1, "independent scheduler + KV pool replicas in this instance", _G, min=1),
     Option("startup_time", float, 0.0, "seconds to sleep in start(), to simulate model loading", _G, min=0.0),
     Option("planner_profile_data", str, None,
-           "NPZ or JSON profile (prefill_isl, prefill_ttft_ms, decode_active_kv_tokens, "
-           "decode_context_length, decode_itl) replacing the default timing model", _G),
+           "profile replacing the default timing model: a directory written by `dynamo-mono profile` (or "
+           "Dynamo's profiler), or an NPZ / JSON file with prefill_isl, prefill_ttft_ms, decode_active_kv_tokens, "
+           "decode_context_length, decode_itl", _G),
     Option("mocker_output", str, "random",
            "generated text: random | echo | reasoning[:PARSER] | tool-calls[:PARSER] | script:FILE", _G),
     Option("mocker_fail_after", int, None, "fail every request after this many tokens (fault injection)", _G, min=0),

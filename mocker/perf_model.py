@@ -7,7 +7,8 @@ Default coefficients approximate a 7-8B dense model (bf16) on one H100:
   4e-5 ms per active KV token (~128 KiB of KV per token read at ~3 TB/s).
 So a 1000-token prompt takes ~63 ms to prefill and a decode step of 64 sequences x 2000 tokens ~14 ms.
 
-A measured profile (Dynamo's --planner-profile-data: NPZ, or JSON with the same keys) replaces the
+A measured profile (Dynamo's --planner-profile-data: the mocker NPZ, JSON with the same keys, or a profile
+directory as `dynamo-mono profile` and Dynamo's profiler write it, see dynamo_mono/profiler/data.py) replaces the
 formulas: prefill time of a chunk = TTFT(context + new) - TTFT(context), interpolated (linearly
 extrapolated) over prefill_isl / prefill_ttft_ms; decode step time = ITL interpolated over
 decode_active_kv_tokens and decode_context_length (decode_itl as a 2-D grid
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from dynamo_mono.config import ConfigError
+from dynamo_mono.profiler.data import SEQ_OVERHEAD_KEY, ttft_intercept
 
 
 @dataclass
@@ -86,11 +88,11 @@ class ProfilePerfModel(PerfModel):
         order = np.argsort(isl)
         self.isl, self.ttft = isl[order], ttft[order]
         # the fixed part of a prefill: TTFT linearly extrapolated to zero tokens from the first two points
-        if len(self.isl) > 1 and self.isl[1] > self.isl[0]:
-            slope = (self.ttft[1] - self.ttft[0]) / (self.isl[1] - self.isl[0])
-            self.intercept = float(min(self.ttft[0], max(0.0, self.ttft[0] - slope * self.isl[0])))
-        else:
-            self.intercept = 0.0
+        self.intercept = ttft_intercept(self.isl, self.ttft)
+        # what each further prompt of a step costs beyond its tokens (measured by `dynamo-mono profile`)
+        overhead = np.asarray(data.get(SEQ_OVERHEAD_KEY, [0.0]), dtype=float).ravel()
+        self.seq_overhead = max(0.0, float(overhead[0])) if len(overhead) else 0.0
+        self.has_seq_overhead = SEQ_OVERHEAD_KEY in data
         if itl.ndim == 2:
             if itl.shape != (len(kv), len(ctx)):
                 raise ConfigError(f"planner profile {source}: decode_itl shape {itl.shape} does not match "
@@ -129,14 +131,17 @@ class ProfilePerfModel(PerfModel):
 
     def step_ms(self, prefill: list[tuple[int, int, float]], decode_batch: int, decode_kv_tokens: int) -> float:
         # Each measured TTFT includes the fixed cost of one forward pass; a step pays it once, so every prefill
-        # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens).
+        # chunk after the first gives back the profile's intercept (its TTFT extrapolated to zero tokens) and pays
+        # the profile's measured per-prompt overhead instead (0 when the profile has none). With a measured
+        # overhead, a step that also decodes has paid its fixed part in the decode ITL: every fresh prompt joins it
+        # at the per-prompt overhead.
         t = 0.0
-        paid = False
+        paid = bool(decode_batch) and self.has_seq_overhead
         for new, ctx, factor in prefill:
             t += self.prefill_ms(new, ctx) * factor
             if ctx <= 0:  # a fresh prompt's TTFT: the fixed part is in it
                 if paid:
-                    t -= self.intercept
+                    t += self.seq_overhead - self.intercept
                 paid = True
         if decode_batch:
             t += self.decode_ms(decode_batch, decode_kv_tokens)
@@ -144,8 +149,11 @@ class ProfilePerfModel(PerfModel):
 
 
 def load_profile(path: str) -> ProfilePerfModel:
-    """Load an NPZ (or JSON with the same keys) profile; ConfigError with a one-line message on failure."""
+    """Load a profile directory (selected_{prefill,decode}_interpolation/raw_data.npz), or an NPZ (or JSON) with the
+    mocker's keys; ConfigError with a one-line message on failure."""
     p = Path(path)
+    if p.is_dir():
+        return ProfilePerfModel(_from_profile_dir(p), path)
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -159,3 +167,14 @@ def load_profile(path: str) -> ProfilePerfModel:
     except (ValueError, json.JSONDecodeError) as exc:
         raise ConfigError(f"planner profile {path}: unreadable ({exc})") from None
     return ProfilePerfModel(data, path)
+
+
+def _from_profile_dir(path: Path) -> dict[str, Any]:
+    """A profile directory as the mocker's arrays: prefill TTFT per ISL; decode ITL on (active KV, context) grid."""
+    from dynamo_mono.profiler.data import decode_grid, read_profile
+
+    prof = read_profile(path)
+    kv, ctx, itl = decode_grid(prof.decode)
+    extra = {} if prof.prefill.seq_overhead_ms is None else {SEQ_OVERHEAD_KEY: [prof.prefill.seq_overhead_ms]}
+    return {**extra, "prefill_isl": prof.prefill.isl, "prefill_ttft_ms": prof.prefill.ttft_ms,
+            "decode_active_kv_tokens": kv, "decode_context_length": ctx, "decode_itl": itl}
