@@ -26,7 +26,7 @@ async def test_evicted_prefix_is_onboarded_from_host_and_metrics_count_it() -> N
     # exported on /metrics under Dynamo's names
     reg = CollectorRegistry()
     m = FrontendMetrics(reg)
-    inst = SimpleNamespace(engine=eng, worker_id=1, card=SimpleNamespace(dp_size=1, total_kv_blocks=12,
+    inst = SimpleNamespace(engine=eng, worker_id=1, role="agg", card=SimpleNamespace(dp_size=1, total_kv_blocks=12,
                                                                          media_input=None))
     pool = SimpleNamespace(ready_instances=lambda: [inst], serving_instances=lambda: [inst], instances={1: inst})
     state = SimpleNamespace(metrics=m, models={"m": SimpleNamespace(name="m", pool=pool, parent=None)},
