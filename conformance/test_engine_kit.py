@@ -94,6 +94,22 @@ SGLANG_GPU_TARGET = KitTarget(
     max_tokens_long=3000,
     serial=True,
 )
+# vLLM on a CUDA GPU (plugins/vllm/gpu-smoke.sh: `python -m dynamo_mono.testing --target
+# conformance.test_engine_kit:VLLM_GPU_TARGET`); not in TARGETS: it needs CUDA. DYN_KIT_VLLM_MODEL: a local model dir.
+VLLM_GPU_TARGET = KitTarget(
+    name="vllm-gpu",
+    serve_args=("--engine", "vllm", "--model", os.environ.get("DYN_KIT_VLLM_MODEL", ""), "--served-model-name", "kit",
+                "--block-size", "16", "--max-model-len", "4096", "--num-gpu-blocks-override", "512",
+                "--max-num-seqs", "1", "--scheduling-policy", "priority", "--gpu-memory-utilization", "0.3"),
+    capabilities=frozenset({"logprobs", "n", "priority", "kv_events"}),
+    requires=("vllm", "dynamo_mono_vllm"),
+    skip_reason="vLLM is not installed (GPU machines: plugins/vllm/gpu-smoke.sh)",
+    block_size=16,
+    vocab_size=int(os.environ.get("DYN_KIT_VOCAB", "2629")),
+    start_timeout=900,
+    max_tokens_long=3000,
+    serial=True,
+)
 MARKS = {"vllm-cpu": [pytest.mark.vllm]}
 
 pytestmark = pytest.mark.timeout(600)
