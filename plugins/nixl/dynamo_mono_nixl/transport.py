@@ -42,6 +42,11 @@ class NixlKvTransport:
     def __init__(self, host: str = "127.0.0.1", advertise: str | None = None, ttl: float = 60.0,
                  backends: tuple[str, ...] = ("UCX",), **_: Any) -> None:
         os.environ.setdefault("NIXL_LOG_LEVEL", "WARN")
+        from dynamo_mono_nixl.loader import import_nixl
+
+        if not import_nixl():
+            raise ImportError("NIXL does not import here (pip install nixl-cu12==1.5.1 && pip install --no-deps "
+                              "nixl==1.5.1)")
         from nixl._api import nixl_agent, nixl_agent_config
 
         self.host = host

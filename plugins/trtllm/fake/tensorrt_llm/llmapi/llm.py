@@ -21,11 +21,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
-from dynamo_mono.block_hash import block_hashes
-from dynamo_mono.engine import EngineArgs, EngineOutput, EngineRequest
-from dynamo_mono.engine import SamplingParams as _OurSampling
-from dynamo_mono.engine import StopConditions
-from dynamo_mono.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch
+from dynamo_mono.api import (AllBlocksCleared, BlockRemoved, BlockStored, EngineArgs, EngineOutput, EngineRequest,
+                             KvEventBatch, StopConditions, block_hashes)
+from dynamo_mono.api import SamplingParams as _OurSampling
 from mocker.engine import MockerEngine
 
 from tensorrt_llm.executor.result import (GenerationResult, IterationResult, KvCacheMetrics, Logprob,
