@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from dynamo_mono.engine import EngineArgs, EngineError, EngineRequest, LoraAdapter, SamplingParams, StopConditions
+from dynamo_mono.engine import (EngineArgs, EngineError, EngineRequest, LoraAdapter, SamplingParams, StopConditions,
+                                TokenLogprob)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 
@@ -72,6 +74,26 @@ async def _run(engine, request: EngineRequest) -> list[int]:
     return toks
 
 
+async def _run_lp(engine, request: EngineRequest) -> list[TokenLogprob]:
+    """Greedy tokens with their top-2 logprobs."""
+    req = replace(request, sampling=replace(request.sampling, logprobs=2))
+    lps: list[TokenLogprob] = []
+    async for out in engine.generate(req):
+        assert out.finish_reason != "error", out.error
+        lps += out.logprobs or []
+    return lps
+
+
+def _same_up_to_near_tie(alone: list[int], batched: list[TokenLogprob], tol: float = 1e-3) -> None:
+    assert len(batched) == len(alone)
+    for i, (want, got) in enumerate(zip(alone, batched)):
+        if got.token_id == want:
+            continue
+        runner_up = dict(got.top).get(want)
+        assert runner_up is not None and got.logprob - runner_up < tol, (i, alone, [t.token_id for t in batched], got)
+        return  # the contexts differ from here on
+
+
 async def _load(engine, name: str, lora_id: int, path: Path) -> None:
     t = time.perf_counter()
     await engine.load_lora(LoraAdapter(name, lora_id, str(path)))
@@ -127,10 +149,14 @@ async def test_adapter_output_differs_from_base_and_equals_transformers_peft(eng
     assert base == _hf_greedy(tiny_model, None, PROMPT, N_TOKENS)
     assert with_a == _hf_greedy(tiny_model, adapters["a"], PROMPT, N_TOKENS)
     assert with_b == _hf_greedy(tiny_model, adapters["b"], PROMPT, N_TOKENS)
-    # base and adapters interleaved in one batch keep their own outputs
-    again = await asyncio.gather(_run(engine, _request("base2")), _run(engine, _request("a2", "ad-a")),
-                                 _run(engine, _request("b2", "ad-b")))
-    assert again == [base, with_a, with_b]
+    # base and adapters interleaved in one batch keep their own outputs. A batch of three runs other float32 kernels
+    # than a batch of one, and the tiny random model's top logits are close: where a batched greedy token differs
+    # from the lone run's, the lone run's token must be the batched run's runner-up at a near-tie (a wrong adapter
+    # would move the whole distribution), and the sequences are compared up to that point only.
+    again = await asyncio.gather(_run_lp(engine, _request("base2")), _run_lp(engine, _request("a2", "ad-a")),
+                                 _run_lp(engine, _request("b2", "ad-b")))
+    for alone, batched in zip((base, with_a, with_b), again):
+        _same_up_to_near_tie(alone, batched)
 
 
 async def test_load_is_idempotent_per_name(engine, adapters: dict[str, Path]) -> None:
